@@ -1,0 +1,21 @@
+"""Exceptions that carry a one-line, user-facing message.
+
+Command-line scripts catch :class:`MetaMusicError`, print ``error: <message>`` on one line and
+exit with :attr:`MetaMusicError.exit_code`; nothing below them prints tracebacks for bad input.
+"""
+
+
+class MetaMusicError(Exception):
+    """Base class for errors whose message is meant for the user."""
+
+    exit_code = 1
+
+
+class InputError(MetaMusicError):
+    """Bad user input (a file, a flag value, a device): exit status 2."""
+
+    exit_code = 2
+
+
+class CheckpointError(InputError):
+    """A model file is missing, corrupt, unsafe or for another architecture."""

@@ -1,0 +1,1 @@
+"""Networks (tensors in, tensors out) and the functions that load them from checkpoint files."""
