@@ -1,0 +1,332 @@
+"""CLIP loader: equality with open_clip's OpenAI loading, archive layout, trust rules, formats."""
+
+from __future__ import annotations
+
+import os
+import warnings
+import zipfile
+from pathlib import Path
+
+import open_clip
+import pytest
+import torch
+from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg, build_model_from_openai_state_dict
+
+from metamusic.errors import CheckpointError
+from metamusic.models import clip as clip_mod
+from metamusic.models.clip import (
+    ClipArchitecture,
+    Perceptor,
+    available_models,
+    convert_to_safetensors,
+    infer_architecture,
+    load_clip,
+    sha256_of,
+)
+from metamusic.tiny.clip import TINY_CLIP, write_tiny_clip
+
+TEXTS = ["a red apple on a table", "hello world", "x"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> dict[str, Path]:
+    return write_tiny_clip(tmp_path_factory.mktemp("clip"), seed=0)
+
+
+@pytest.fixture(scope="module")
+def perceptor(tiny) -> Perceptor:
+    return load_clip(str(tiny["clip"]), trust_torchscript=True)
+
+
+@pytest.fixture(scope="module")
+def reference(tiny) -> torch.nn.Module:
+    """open_clip's own OpenAI loading of the same archive (QuickGELU, fp32)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return open_clip.load_openai_model(str(tiny["clip"]), precision="fp32", device="cpu").eval()
+
+
+def images(seed: int, n: int = 2, size: int = TINY_CLIP.image_size) -> torch.Tensor:
+    return torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(seed))  # (B, 3, R, R)
+
+
+def jit_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return torch.jit.load(str(path), map_location="cpu").state_dict()
+
+
+def official_vit_keys(vision_layers: int, text_layers: int) -> set[str]:
+    """Key set of an OpenAI ViT archive (as in ViT-B-32.pt) for the given layer counts."""
+    block = [
+        "attn.in_proj_weight", "attn.in_proj_bias", "attn.out_proj.weight", "attn.out_proj.bias",
+        "ln_1.weight", "ln_1.bias", "mlp.c_fc.weight", "mlp.c_fc.bias",
+        "mlp.c_proj.weight", "mlp.c_proj.bias", "ln_2.weight", "ln_2.bias",
+    ]  # fmt: skip
+    keys = {
+        "visual.class_embedding", "visual.positional_embedding", "visual.proj", "visual.conv1.weight",
+        "visual.ln_pre.weight", "visual.ln_pre.bias", "visual.ln_post.weight", "visual.ln_post.bias",
+        "positional_embedding", "text_projection", "logit_scale", "token_embedding.weight",
+        "ln_final.weight", "ln_final.bias", "input_resolution", "context_length", "vocab_size",
+    }  # fmt: skip
+    keys |= {f"visual.transformer.resblocks.{i}.{b}" for i in range(vision_layers) for b in block}
+    keys |= {f"transformer.resblocks.{i}.{b}" for i in range(text_layers) for b in block}
+    return keys
+
+
+# ---------------------------------------------------------------- equality with open_clip
+
+
+def test_archive_matches_open_clip_openai_loading(perceptor, reference):
+    x = perceptor.normalize(images(1))
+    with torch.no_grad():
+        ours_img = perceptor.encode_image(x)
+        ref_img = reference.encode_image(x)
+        ours_txt = perceptor.encode_text(TEXTS)
+        ref_txt = reference.encode_text(open_clip.tokenize(TEXTS))
+    assert ours_img.shape == (2, TINY_CLIP.embed_dim) and ours_txt.shape == (3, TINY_CLIP.embed_dim)
+    assert ours_img.dtype == torch.float32
+    assert ours_img.abs().mean() > 0.1 and ours_txt.abs().mean() > 0.1  # not degenerate
+    torch.testing.assert_close(ours_img, ref_img, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ours_txt, ref_txt, atol=1e-5, rtol=1e-5)
+    # Texts and images are told apart (a broken pooling would give equal rows).
+    assert (ours_txt[0] - ours_txt[1]).abs().max() > 1e-3
+
+
+def test_state_dict_variant_matches_build_from_openai_state_dict(tiny, perceptor):
+    ours = load_clip(str(tiny["clip_state_dict"]))
+    state = torch.load(tiny["clip_state_dict"], map_location="cpu", weights_only=True)
+    ref = build_model_from_openai_state_dict(dict(state), quick_gelu=True, cast_dtype=None).float().eval()
+    x = ours.normalize(images(2))
+    with torch.no_grad():
+        torch.testing.assert_close(ours.encode_image(x), ref.encode_image(x), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            ours.encode_text(TEXTS), ref.encode_text(open_clip.tokenize(TEXTS)), atol=1e-5, rtol=1e-5
+        )
+        torch.testing.assert_close(ours.encode_image(x), perceptor.encode_image(x), atol=0, rtol=0)
+
+
+def test_quick_gelu_flag_changes_the_model(tiny, perceptor):
+    plain = load_clip(str(tiny["clip_state_dict"]), quick_gelu=False)
+    x = perceptor.normalize(images(3))
+    with torch.no_grad():
+        assert (plain.encode_image(x) - perceptor.encode_image(x)).abs().max() > 1e-4
+
+
+def test_perceptor_fields_frozen_fp32(perceptor):
+    assert perceptor.input_resolution == TINY_CLIP.image_size
+    assert perceptor.embed_dim == TINY_CLIP.embed_dim
+    assert perceptor.context_length == 77
+    assert not perceptor.model.training
+    params = list(perceptor.model.parameters())
+    assert params and all(not p.requires_grad and p.dtype == torch.float32 for p in params)
+    torch.testing.assert_close(perceptor.mean, torch.tensor(clip_mod.CLIP_MEAN))
+    x = torch.full((1, 3, 4, 4), 0.5)
+    expected = (0.5 - torch.tensor(clip_mod.CLIP_MEAN)) / torch.tensor(clip_mod.CLIP_STD)
+    torch.testing.assert_close(perceptor.normalize(x)[0, :, 2, 2], expected)
+
+
+def test_gradient_flows_to_images_and_autocast_works(perceptor):
+    x = images(4).requires_grad_(True)
+    perceptor.encode_image(perceptor.normalize(x)).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = perceptor.encode_image(perceptor.normalize(images(4)))
+    assert out.dtype == torch.bfloat16 and torch.isfinite(out.float()).all()
+
+
+def test_encode_image_rejects_wrong_size(perceptor):
+    with pytest.raises(ValueError, match=r"\(B, 3, 32, 32\)"):
+        perceptor.encode_image(images(0, size=48))
+
+
+# ---------------------------------------------------------------- archive layout
+
+
+def test_tiny_archive_key_set_is_the_official_one(tiny):
+    state = jit_state_dict(tiny["clip"])
+    assert set(state) == official_vit_keys(TINY_CLIP.vision_layers, TINY_CLIP.text_layers)
+    assert "attn_mask" not in state
+    assert int(state["input_resolution"]) == 32 and int(state["context_length"]) == 77
+    assert int(state["vocab_size"]) == 49408
+    assert state["token_embedding.weight"].shape == (49408, 64)
+    # OpenAI stores linear/conv weights and projections in fp16, embeddings and norms in fp32.
+    assert state["visual.conv1.weight"].dtype == torch.float16
+    assert state["text_projection"].dtype == torch.float16
+    assert state["ln_final.weight"].dtype == torch.float32
+    with zipfile.ZipFile(tiny["clip"]) as archive:
+        assert any(n.endswith("constants.pkl") for n in archive.namelist())  # real TorchScript
+
+
+def test_tiny_writer_is_deterministic_in_seed(tmp_path, tiny):
+    again = write_tiny_clip(tmp_path / "a", seed=0)
+    other = write_tiny_clip(tmp_path / "b", seed=1)
+    s0, s0b, s1 = (jit_state_dict(p["clip"]) for p in (tiny, again, other))
+    assert all(torch.equal(s0[k], s0b[k]) for k in s0)
+    assert not torch.equal(s0["visual.proj"], s1["visual.proj"])
+
+
+def test_infer_architecture_vit(tiny):
+    assert infer_architecture(jit_state_dict(tiny["clip"])) == TINY_CLIP
+
+
+def test_infer_architecture_modified_resnet_and_load(tmp_path):
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        rn = CLIP(
+            32,
+            CLIPVisionCfg(layers=(1, 2, 1, 1), width=8, image_size=64),
+            CLIPTextCfg(context_length=77, vocab_size=49408, width=64, heads=1, layers=1),
+            quick_gelu=True,
+        ).eval()
+    state = rn.state_dict()
+    arch = infer_architecture(state)
+    assert arch == ClipArchitecture(
+        embed_dim=32, image_size=64, vision_layers=(1, 2, 1, 1), vision_width=8, vision_patch_size=None,
+        vision_mlp_ratio=4.0, context_length=77, vocab_size=49408, text_width=64, text_heads=1,
+        text_layers=1, text_mlp_ratio=4.0,
+    )  # fmt: skip
+    path = tmp_path / "rn.pt"
+    torch.save(state, path)
+    ours = load_clip(str(path))
+    x = ours.normalize(images(5, size=64))
+    with torch.no_grad():
+        torch.testing.assert_close(ours.encode_image(x), rn.encode_image(x), atol=1e-5, rtol=1e-5)
+
+
+# ---------------------------------------------------------------- trust rules
+
+
+def test_untrusted_archive_is_refused_with_a_clear_message(tiny):
+    with pytest.raises(CheckpointError) as info:
+        load_clip(str(tiny["clip"]))
+    message = str(info.value)
+    assert "\n" not in message and str(tiny["clip"]) in message
+    assert "TorchScript" in message and "SHA-256" in message and "--trust_torchscript" in message
+
+
+def test_published_hash_is_accepted_without_flag(tiny, monkeypatch, perceptor):
+    monkeypatch.setitem(clip_mod.OPENAI_SHA256, "tiny", sha256_of(tiny["clip"]))
+    loaded = load_clip(str(tiny["clip"]))
+    x = loaded.normalize(images(6))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.encode_image(x), perceptor.encode_image(x), atol=0, rtol=0)
+
+
+def test_sha256_matches_hashlib_and_is_cached(tmp_path, monkeypatch):
+    import hashlib
+
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"metamusic" * 1000)
+    assert sha256_of(path) == hashlib.sha256(path.read_bytes()).hexdigest()
+    calls = []
+    real = hashlib.sha256
+    monkeypatch.setattr(hashlib, "sha256", lambda *a: calls.append(1) or real(*a))
+    sha256_of(path)
+    assert calls == []  # cached by (path, size, mtime)
+    path.write_bytes(b"changed!" * 1000)
+    os.utime(path, ns=(1, 1))
+    assert sha256_of(path) == real(b"changed!" * 1000).hexdigest() and calls == [1]
+
+
+# ---------------------------------------------------------------- safetensors
+
+
+def test_safetensors_round_trip_weights_only(tiny, tmp_path, perceptor, monkeypatch):
+    dst = convert_to_safetensors(tiny["clip"], tmp_path / "tiny.safetensors", trust_torchscript=True)
+    assert dst.is_file() and not list(tmp_path.glob("*.tmp"))
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("pickle/TorchScript loading used for a safetensors file")
+
+    monkeypatch.setattr(torch, "load", forbidden)
+    monkeypatch.setattr(torch.jit, "load", forbidden)
+    loaded = load_clip(str(dst))
+    x = loaded.normalize(images(7))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.encode_image(x), perceptor.encode_image(x), atol=0, rtol=0)
+        torch.testing.assert_close(loaded.encode_text(TEXTS), perceptor.encode_text(TEXTS), atol=0, rtol=0)
+
+
+def test_conversion_refuses_untrusted_archive(tiny, tmp_path):
+    with pytest.raises(CheckpointError, match="TorchScript"):
+        convert_to_safetensors(tiny["clip"], tmp_path / "x.safetensors")
+    assert not list(tmp_path.iterdir())
+
+
+def test_openai_name_prefers_safetensors(tiny, tmp_path, monkeypatch):
+    (tmp_path / "ViT-B-32.pt").write_bytes(tiny["clip"].read_bytes())  # untrusted: would be refused
+    with pytest.raises(CheckpointError, match="TorchScript"):
+        load_clip("ViT-B/32", checkpoints_dir=tmp_path)
+    convert_to_safetensors(tiny["clip"], tmp_path / "ViT-B-32.safetensors", trust_torchscript=True)
+    for name in ("ViT-B/32", "ViT-B-32"):
+        assert load_clip(name, checkpoints_dir=tmp_path).input_resolution == 32
+    assert available_models() == ["ViT-B/32", "ViT-B/16", "RN50"]
+
+
+# ---------------------------------------------------------------- tokenizer
+
+
+def test_tokenizer_offline_and_long_text_truncated_with_warning(perceptor, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    tokens = perceptor.tokenize(["hello world"])
+    assert tokens.dtype == torch.long and tokens.shape == (1, 77)
+    assert tokens[0, 0] == 49406 and tokens[0, 3] == 49407 and tokens[0, 4:].eq(0).all()
+    torch.testing.assert_close(tokens, open_clip.tokenize(["hello world"]))
+    long_text = "la " * 120
+    with pytest.warns(UserWarning, match=r"text 'la la la la la la la la la la la la la l' is 122 tokens"):
+        long_tokens = perceptor.tokenize([long_text, "short"])
+    assert long_tokens.shape == (2, 77) and long_tokens[0, -1] == 49407 and long_tokens[0].argmax() == 76
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        perceptor.tokenize([long_text])  # warned once per text
+        out = perceptor.encode_text([long_text])
+    assert out.shape == (1, TINY_CLIP.embed_dim) and torch.isfinite(out).all()
+
+
+# ---------------------------------------------------------------- file errors
+
+
+def test_missing_file_names_file_and_download_command(tmp_path):
+    with pytest.raises(CheckpointError) as info:
+        load_clip("ViT-B/16", checkpoints_dir=tmp_path)
+    message = str(info.value)
+    assert str(tmp_path / "ViT-B-16.pt") in message
+    assert "bash download_models.sh clip_vit_b16" in message and "\n" not in message
+    with pytest.raises(CheckpointError, match=r"nope\.pt.*not found"):
+        load_clip(str(tmp_path / "nope.pt"))
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "pattern"),
+    [
+        ("page.pt", b"<!DOCTYPE html><html>dead link</html>", "HTML page"),
+        ("empty.pt", b"", "empty"),
+        ("junk.safetensors", b"\x00\x01 not a safetensors file", "not a valid safetensors"),
+        ("notes.pt", b"just some text, not a checkpoint", "corrupt|could not be read"),
+    ],
+)
+def test_bad_files_give_one_line_errors(tmp_path, name, content, pattern):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match=pattern) as info:
+        load_clip(str(path))
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_truncated_archive_and_wrong_state_dict(tiny, tmp_path):
+    data = tiny["clip"].read_bytes()
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated|corrupt"):
+        load_clip(str(cut), trust_torchscript=True)
+    other = tmp_path / "other.pt"
+    torch.save({"encoder.conv_in.weight": torch.zeros(2, 3, 3, 3)}, other)
+    with pytest.raises(CheckpointError, match="not an OpenAI-layout CLIP"):
+        load_clip(str(other))
+    state = torch.load(tiny["clip_state_dict"], weights_only=True)
+    del state["ln_final.bias"]
+    broken = tmp_path / "broken.pt"
+    torch.save(state, broken)
+    with pytest.raises(CheckpointError, match=r"missing 1 key\(s\) e\.g\. ln_final\.bias"):
+        load_clip(str(broken))
