@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from metamusic.models.clip import ClipArchitecture, build_clip
 
 TINY_CLIP = ClipArchitecture(
-    embed_dim=32,
+    embed_dim=512,  # CLIP ViT-B/32 space: Wav2CLIP embeddings (512-d) must match
     image_size=32,
     vision_layers=2,
     vision_width=64,
