@@ -1,0 +1,157 @@
+"""The one typed configuration of a render, built once by the command line and passed down.
+
+It is saved as ``config.yaml`` in the run folder, so a run can be reproduced (``--config``) or
+resumed from it. Groups mirror the layout of the package: models, music input, the
+optimisation step, video output.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from metamusic.errors import InputError
+
+DEFAULT_CHECKPOINTS = Path("checkpoints")
+DEFAULT_VQGAN = "vqgan_imagenet_f16_16384"
+
+
+@dataclass
+class ModelConfig:
+    """Which model files to load (paths relative to the working directory)."""
+
+    vqgan_config: str = str(DEFAULT_CHECKPOINTS / f"{DEFAULT_VQGAN}.yaml")
+    vqgan_checkpoint: str = str(DEFAULT_CHECKPOINTS / f"{DEFAULT_VQGAN}.ckpt")
+    clip_model: str = "ViT-B/32"  # an OpenAI name (looked up in checkpoints_dir) or a file
+    wav2clip_checkpoint: str = str(DEFAULT_CHECKPOINTS / "Wav2CLIP.pt")
+    checkpoints_dir: str = str(DEFAULT_CHECKPOINTS)
+    trust_torchscript: bool = False
+
+
+@dataclass
+class MusicConfig:
+    """The song, its lyrics and how the song is cut into segments."""
+
+    audio: str | None = None
+    lyrics: str | None = None
+    lyrics_format: str | None = None  # None: detected from the file's content
+    sample_rate: int = 16000
+    ips: float = 0.0  # optimisation steps per second of music; 0: volume-scaled (generate.py)
+    mode: str = "m2v"  # "m2v" (faithful either/or), "fused" (text + audio), "interpolate"
+    text_weight: float = 1.0
+    audio_weight: float = 1.0
+    video_length: float = 10.0  # interpolate mode without lyrics: window length in seconds
+
+
+@dataclass
+class StepSettings:
+    """The VQGAN-CLIP optimisation step (REFERENCE.md section 2)."""
+
+    cut_method: str = "latest"
+    cutn: int = 32
+    cut_pow: float = 1.0
+    augments: list[str] = field(default_factory=lambda: ["Af", "Pe", "Ji", "Er"])
+    optimiser: str = "Adam"
+    lr: float = 0.1
+    init_weight: float = 0.0
+    precision: str = "fp32"  # "fp32" | "bf16" | "fp16" | "auto"
+
+
+@dataclass
+class PromptConfig:
+    """Prompts that apply to the whole render (VQGAN-CLIP flags)."""
+
+    prompts: str | None = None  # "text:weight:stop|other" with "^" story phrases
+    image_prompts: list[str] = field(default_factory=list)
+    noise_prompt_seeds: list[int] = field(default_factory=list)
+    noise_prompt_weights: list[float] = field(default_factory=list)
+    init_image: str | None = None
+    init_noise: str | None = None  # "pixels" | "gradient"
+    change_prompt_every: int = 0
+    iterations: int = 500  # steps of a plain (no audio) run
+
+
+@dataclass
+class OutputConfig:
+    """Where and how frames and videos are written."""
+
+    output: str = "outputs/output.mp4"
+    run_dir: str | None = None  # default: beside the output, "<stem>.run"
+    size: tuple[int, int] | None = None  # (W, H); None: chosen for the device
+    fps: float = 30.0
+    output_video_fps: float = 0.0  # > 9: motion-interpolate the final video to this rate
+    crf: int = 17
+    save_every: int = 50
+    save_png: bool = False
+
+
+@dataclass
+class Config:
+    """Everything that determines a render."""
+
+    models: ModelConfig = field(default_factory=ModelConfig)
+    music: MusicConfig = field(default_factory=MusicConfig)
+    step: StepSettings = field(default_factory=StepSettings)
+    prompts: PromptConfig = field(default_factory=PromptConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    seed: int | None = None
+    device: str = "cpu"
+    deterministic: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        if d["output"]["size"] is not None:
+            d["output"]["size"] = list(d["output"]["size"])
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Config":
+        """Build a Config from a (possibly partial) nested dict; unknown keys are an error."""
+        kwargs = {}
+        groups = {f.name: f for f in dataclasses.fields(cls)}
+        for key, value in data.items():
+            if key not in groups:
+                raise InputError(f"config: unknown setting {key!r}")
+            sub = _GROUP_TYPES.get(key)
+            if sub is not None:
+                if not isinstance(value, dict):
+                    raise InputError(f"config: {key!r} must be a mapping")
+                known = {f.name for f in dataclasses.fields(sub)}
+                unknown = sorted(set(value) - known)
+                if unknown:
+                    raise InputError(f"config: unknown setting {key}.{unknown[0]}")
+                value = dict(value)
+                if key == "output" and value.get("size") is not None:
+                    value["size"] = tuple(value["size"])
+                kwargs[key] = sub(**value)
+            else:
+                kwargs[key] = value
+        return cls(**kwargs)
+
+    def save(self, path: Path) -> None:
+        from metamusic.files import atomic_write_text
+
+        atomic_write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True))
+
+    @classmethod
+    def load(cls, path: Path) -> "Config":
+        try:
+            data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise InputError(f"{path}: cannot read config ({exc.__class__.__name__})") from None
+        if not isinstance(data, dict):
+            raise InputError(f"{path}: config must be a YAML mapping")
+        return cls.from_dict(data)
+
+
+_GROUP_TYPES = {
+    "models": ModelConfig,
+    "music": MusicConfig,
+    "step": StepSettings,
+    "prompts": PromptConfig,
+    "output": OutputConfig,
+}

@@ -1,0 +1,596 @@
+"""The render pipeline behind generate.py and generate_interpolate.py.
+
+``generate(config)`` runs these named steps:
+
+1. ``check_inputs``: every file, size and device checked before any model loads.
+2. ``plan``: the song's timeline (segments and their prompts) and the frame schedule.
+3. ``open_run``: the run folder (config, storyboard), resuming a previous render if it matches.
+4. ``load_models``: VQGAN, CLIP and (when a segment needs audio) Wav2CLIP.
+5. ``encode_targets``: text and audio embeddings, computed once per segment, never per step.
+6. ``render_segments``: per segment, :func:`metamusic.optim.stepper.optimise_segment` (a pure
+   function of configuration, targets and starting latent) streams frames to a segment video;
+   a state file is saved after each segment.
+7. ``finish``: concatenate the segments, mux the song, write the output atomically.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import os
+import platform
+import random
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from metamusic import __version__
+from metamusic.config import Config
+from metamusic.errors import InputError, MetaMusicError
+from metamusic.files import atomic_path
+from metamusic.runfolder import RunFolder, config_differences
+from metamusic.timeline import Segment
+
+log = logging.getLogger("metamusic")
+
+MIN_AUDIO_WINDOW = 0.25  # seconds: shorter audio windows are widened around their centre
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. inputs
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class Inputs:
+    """Validated inputs: the decoded song and lyrics, the output paths, the image size."""
+
+    duration: float
+    audio: Any  # metamusic.audio.Audio at config.music.sample_rate, or None
+    lyrics: Any  # metamusic.lyrics.Lyrics or None
+    output: Path
+    run_dir: Path
+    size: tuple[int, int]
+    factor: int
+
+
+def output_paths(config: Config) -> tuple[Path, Path]:
+    """Final video path and run folder: ``-o X.mp4`` -> X.mp4; ``-o X.png`` -> X.mp4 beside it."""
+    out = Path(config.output.output).expanduser()
+    video = out if out.suffix.lower() == ".mp4" else out.with_suffix(".mp4")
+    run_dir = Path(config.output.run_dir) if config.output.run_dir else video.with_name(video.stem + ".run")
+    return video, run_dir
+
+
+def check_inputs(config: Config) -> Inputs:
+    """Validate files, sizes and device up front; raise InputError naming the file and the problem."""
+    from metamusic.audio import load_audio, probe_audio
+    from metamusic.devices import default_size
+    from metamusic.lyrics import clip_to_duration, read_lyrics
+    from metamusic.models.checkpoint_io import check_model_file
+    from metamusic.models.vqgan_loader import read_vqgan_config
+
+    music = config.music
+    if music.audio is None and not config.prompts.prompts and not config.prompts.image_prompts:
+        raise InputError("nothing to render: give a song with -ap (and lyrics with -lyr) or prompts with -p")
+    if music.lyrics and not music.audio:
+        raise InputError(f"{music.lyrics}: lyrics need a song: add -ap SONG")
+    if music.mode not in ("m2v", "fused", "interpolate"):
+        raise InputError(f"--mode {music.mode}: expected m2v or fused")
+    if music.ips < 0:
+        raise InputError(f"-ips {music.ips}: steps per second cannot be negative")
+    if config.output.fps <= 0:
+        raise InputError(f"--fps {config.output.fps}: must be positive")
+
+    # The song and its lyrics.
+    audio = lyrics = None
+    duration = 0.0
+    if music.audio:
+        probe_audio(music.audio)  # cheap: missing / empty / not audio
+        audio = load_audio(music.audio, sample_rate=music.sample_rate)
+        duration = audio.duration
+        if duration < 1.0 / config.output.fps:
+            raise InputError(f"{music.audio}: the song is shorter than one frame ({duration:.3f} s)")
+    if music.lyrics:
+        lyrics = clip_to_duration(read_lyrics(music.lyrics, music.lyrics_format), duration)
+
+    # Models: the files exist and are not HTML pages; the VQGAN config gives the size factor.
+    from metamusic.models.vqgan_loader import download_hint
+
+    hint = "download it with: bash download_models.sh"
+    check_model_file(config.models.vqgan_config, "VQGAN config", download_hint(config.models.vqgan_config))
+    check_model_file(config.models.vqgan_checkpoint, "VQGAN checkpoint", download_hint(config.models.vqgan_checkpoint))
+    vq = read_vqgan_config(config.models.vqgan_config)
+    needs_audio_model = audio is not None
+    if needs_audio_model:
+        check_model_file(config.models.wav2clip_checkpoint, "Wav2CLIP checkpoint", f"{hint} wav2clip")
+    from metamusic.models.clip import resolve_clip_path
+
+    check_model_file(resolve_clip_path(config.models.clip_model, config.models.checkpoints_dir), "CLIP model", f"{hint} clip_vit_b32")
+
+    # Size: a multiple of the VQGAN's downsampling factor.
+    factor = vq.factor
+    size = tuple(config.output.size) if config.output.size else default_size(torch.device(config.device))
+    rounded = tuple(max(factor, (s // factor) * factor) for s in size)
+    if any(s < factor for s in size):
+        raise InputError(f"-s {size[0]} {size[1]}: below the model's minimum of {factor} pixels (its downsampling factor)")
+    if rounded != size:
+        log.warning("size %sx%s is not a multiple of %d: using %sx%s", *size, factor, *rounded)
+    if any(s % 2 for s in rounded):
+        raise InputError(f"-s {rounded[0]} {rounded[1]}: video sizes must be even")
+
+    for p in [config.prompts.init_image, *config.prompts.image_prompts]:
+        if p and not Path(p).is_file():
+            raise InputError(f"{p}: image not found")
+
+    # The output folder must be writable.
+    video, run_dir = output_paths(config)
+    for folder in (video.parent, run_dir):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with atomic_path(folder / ".write_test") as tmp:
+                tmp.write_bytes(b"")
+            (folder / ".write_test").unlink()
+        except OSError as exc:
+            raise InputError(f"{folder}: output folder is not writable ({exc.strerror})") from None
+    _warn_disk_space(run_dir, duration, config.output.fps, rounded)
+    return Inputs(duration, audio, lyrics, video, run_dir, rounded, factor)
+
+
+def _warn_disk_space(folder: Path, duration: float, fps: float, size: tuple[int, int]) -> None:
+    # x264 at crf 17 stores roughly 0.1 bit per pixel; segments plus the final video: twice that.
+    estimate = 2 * duration * fps * size[0] * size[1] * 0.1 / 8
+    free = shutil.disk_usage(folder).free
+    if free < estimate:
+        log.warning("%s: only %.0f MB free, the render needs about %.0f MB", folder, free / 1e6, estimate / 1e6)
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. plan
+# ---------------------------------------------------------------------------------------------
+def plan(config: Config, inputs: Inputs) -> list[Segment]:
+    """The song's segments and what drives each (see metamusic.timeline)."""
+    from metamusic import timeline
+
+    music = config.music
+    if inputs.audio is None:
+        return plain_segments(config)
+    envelope = timeline.volume_envelope(inputs.audio)
+    if music.mode == "interpolate":
+        return timeline.interpolate_segments(
+            inputs.duration, inputs.lyrics, ips=music.ips, video_length=music.video_length, envelope=envelope
+        )
+    beats = timeline.detect_beats(inputs.audio)
+    return timeline.beat_segments(
+        inputs.duration, beats, inputs.lyrics, ips=music.ips, envelope=envelope, mode=music.mode,
+        text_weight=music.text_weight, audio_weight=music.audio_weight,
+    )
+
+
+def plain_segments(config: Config) -> list[Segment]:
+    """A run without a song: ``-i`` steps of the ``-p`` prompts, one segment per story phrase."""
+    from metamusic.optim.prompts import split_story
+
+    phrases = split_story(config.prompts.prompts or "")
+    total = config.prompts.iterations
+    every = config.prompts.change_prompt_every
+    n = len(phrases) if every <= 0 else max(1, -(-total // every))
+    n = min(n, total) if every > 0 else 1
+    segments = []
+    step0 = 0
+    for i in range(n):
+        steps = total - step0 if i == n - 1 else every
+        text = phrases[i % len(phrases)] if phrases else None
+        t0, t1 = step0 / config.output.fps, (step0 + steps) / config.output.fps
+        segments.append(Segment(index=i, start=t0, end=t1, steps=steps, kind="text", text=text,
+                                lyric_index=None, text_weight=1.0, audio_weight=0.0,
+                                audio_start=t0, audio_end=t1))
+        step0 += steps
+    return segments
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. run folder
+# ---------------------------------------------------------------------------------------------
+def open_run(config: Config, inputs: Inputs, segments: list[Segment], *, resume: bool = True,
+             force: bool = False, from_segment: int | None = None) -> tuple[RunFolder, list[Segment], int]:
+    """Create or resume the run folder; return it, the storyboard to render and the first segment."""
+    run = RunFolder(inputs.run_dir)
+    saved = run.saved_config()
+    start = 0
+    if saved is not None and (resume or from_segment is not None):
+        diffs = config_differences(saved, config)
+        if diffs and not force:
+            raise InputError(
+                f"{run.root}: this run folder was made with other settings ({'; '.join(diffs[:3])}"
+                f"{'; ...' if len(diffs) > 3 else ''}); use --force to start it over, or another -o/--run_dir"
+            )
+        if not diffs and run.storyboard_path.exists():
+            segments = run.read_storyboard()  # the user may have edited prompts
+            start = run.finished_segments()
+            if from_segment is not None:
+                if from_segment > start:
+                    raise InputError(f"--from_segment {from_segment}: only {start} segment(s) are finished in {run.root}")
+                start = from_segment
+            if start:
+                log.info("resuming %s after segment %d of %d", run.root, start - 1, len(segments))
+    if start == 0 and run.root.exists():
+        run.clear_from(0)
+    else:
+        run.clear_from(start)
+    run.create()
+    run.write_config(config)
+    run.write_storyboard(segments)
+    return run, segments, start
+
+
+def run_info(config: Config) -> dict[str, Any]:
+    """Versions and model files (size and SHA-256) for run.json."""
+    files = {}
+    for role, path in (("vqgan_config", config.models.vqgan_config), ("vqgan_checkpoint", config.models.vqgan_checkpoint),
+                       ("wav2clip_checkpoint", config.models.wav2clip_checkpoint)):
+        p = Path(path)
+        if p.is_file():
+            files[role] = {"path": str(p), "size": p.stat().st_size, "sha256": _sha256(p)}
+    return {
+        "metamusic": __version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "model_files": files,
+    }
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. models
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class Models:
+    vqgan: Any
+    perceptor: Any
+    wav2clip: Any | None
+
+
+def load_models(config: Config, need_audio: bool) -> Models:
+    from metamusic.models.clip import load_clip
+    from metamusic.models.vqgan_loader import load_vqgan
+    from metamusic.models.wav2clip_loader import load_wav2clip
+
+    device = torch.device(config.device)
+    vqgan = load_vqgan(config.models.vqgan_config, config.models.vqgan_checkpoint, device=device)
+    perceptor = load_clip(config.models.clip_model, device=device, checkpoints_dir=config.models.checkpoints_dir,
+                          trust_torchscript=config.models.trust_torchscript)
+    wav2clip = load_wav2clip(config.models.wav2clip_checkpoint, device=device) if need_audio else None
+    if wav2clip is not None and perceptor.embed_dim != wav2clip.embed_dim:
+        raise InputError(
+            f"{config.models.clip_model}: CLIP embeds into {perceptor.embed_dim}-d but Wav2CLIP into "
+            f"{wav2clip.embed_dim}-d (CLIP ViT-B/32 space): use -m ViT-B/32 or ViT-B/16 with audio prompts"
+        )
+    return Models(vqgan, perceptor, wav2clip)
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. targets
+# ---------------------------------------------------------------------------------------------
+def encode_targets(config: Config, inputs: Inputs, segments: Sequence[Segment], models: Models) -> list[list[Any]]:
+    """The prompt targets of every segment, computed once before any step."""
+    from metamusic.optim.prompts import Target, noise_targets, parse_prompt, split_prompts
+
+    device = torch.device(config.device)
+    perceptor = models.perceptor
+    with torch.no_grad():
+        # Global prompts (-p for songs, -ip, noise prompts) apply to every segment.
+        shared: list[Target] = []
+        if inputs.audio is not None and config.prompts.prompts:
+            shared += _text_targets(perceptor, split_prompts(config.prompts.prompts))
+        for path in config.prompts.image_prompts:
+            shared.append(_image_target(config, perceptor, path))
+        if config.prompts.noise_prompt_seeds:
+            shared += noise_targets(config.prompts.noise_prompt_seeds, config.prompts.noise_prompt_weights,
+                                    perceptor.embed_dim, device=device)
+
+        text_cache: dict[str, torch.Tensor] = {}
+        audio16 = _audio_16k(config, inputs)
+        per_segment = []
+        for seg in segments:
+            targets = list(shared)
+            if seg.text and seg.kind in ("text", "fused"):
+                if inputs.audio is None:
+                    targets += _text_targets(perceptor, split_prompts(seg.text))
+                else:
+                    if seg.text not in text_cache:
+                        text_cache[seg.text] = _unit(perceptor.encode_text([seg.text]).float())
+                    weight = seg.text_weight if seg.kind == "fused" else 1.0
+                    targets.append(Target(text_cache[seg.text], weight))
+            if seg.kind in ("audio", "fused") and models.wav2clip is not None:
+                weight = seg.audio_weight if seg.kind == "fused" else 1.0
+                emb = _audio_embedding(models.wav2clip, audio16, seg.audio_start, seg.audio_end, device)
+                targets.append(Target(emb, weight))
+            if not targets:
+                raise MetaMusicError(f"segment {seg.index} has no prompt (no text, audio or image prompt)")
+            per_segment.append(targets)
+    return per_segment
+
+
+def _unit(x: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.normalize(x, dim=-1)
+
+
+def _text_targets(perceptor: Any, prompts: Sequence[str]) -> list[Any]:
+    from metamusic.optim.prompts import Target, parse_prompt
+
+    out = []
+    for p in prompts:
+        text, weight, stop = parse_prompt(p)
+        out.append(Target(_unit(perceptor.encode_text([text]).float()), weight, stop))
+    return out
+
+
+def _image_target(config: Config, perceptor: Any, path: str) -> Any:
+    from PIL import Image
+
+    from metamusic.optim.prompts import Target, parse_prompt
+
+    file, weight, stop = parse_prompt(path)
+    try:
+        img = Image.open(file).convert("RGB")
+    except OSError:
+        raise InputError(f"{file}: not an image PIL can read") from None
+    side = perceptor.input_resolution
+    img = img.resize((side, side), Image.LANCZOS)
+    x = torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1).float().div(255).unsqueeze(0)
+    x = x.to(config.device)
+    emb = perceptor.encode_image(perceptor.normalize(x)).float()
+    return Target(_unit(emb), weight, stop)
+
+
+def _audio_16k(config: Config, inputs: Inputs) -> Any:
+    """The song at 16 kHz for Wav2CLIP (reuses the analysis signal when -sf is 16000)."""
+    if inputs.audio is None:
+        return None
+    if inputs.audio.sample_rate == 16000:
+        return inputs.audio
+    from metamusic.audio import load_audio
+
+    return load_audio(config.music.audio, sample_rate=16000)
+
+
+def _audio_embedding(wav2clip: Any, audio: Any, start: float, end: float, device: torch.device) -> torch.Tensor:
+    """Unit Wav2CLIP embedding of the song between ``start`` and ``end`` seconds (1, 512).
+
+    Windows shorter than MIN_AUDIO_WINDOW are widened around their centre so the spectrogram
+    has enough frames (a beat segment can be a few hundredths of a second).
+    """
+    sr = audio.sample_rate
+    if end - start < MIN_AUDIO_WINDOW:
+        mid = (start + end) / 2
+        start, end = mid - MIN_AUDIO_WINDOW / 2, mid + MIN_AUDIO_WINDOW / 2
+        shift = max(0.0, -start) - max(0.0, end - audio.duration)
+        start, end = start + shift, end + shift
+    a, b = max(0, int(round(start * sr))), min(len(audio.samples), int(round(end * sr)))
+    clip = torch.from_numpy(np.ascontiguousarray(audio.samples[a:b], dtype=np.float32)).to(device)
+    return _unit(wav2clip(clip.unsqueeze(0)).float())
+
+
+# ---------------------------------------------------------------------------------------------
+# 6. segments
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class RenderStats:
+    steps: int = 0
+    step_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    frames: int = 0
+    io_wait_seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def initial_latent(config: Config, inputs: Inputs, models: Models, generator: torch.Generator) -> torch.Tensor:
+    """Random codebook tokens, or the encoding of --init_image / --init_noise (REFERENCE.md s2)."""
+    from PIL import Image
+
+    from metamusic.optim.init import noise_image, random_latent
+
+    device = torch.device(config.device)
+    w, h = inputs.size
+    grid = (h // inputs.factor, w // inputs.factor)
+    image = None
+    if config.prompts.init_image:
+        try:
+            pil = Image.open(config.prompts.init_image).convert("RGB").resize((w, h), Image.LANCZOS)
+        except OSError:
+            raise InputError(f"{config.prompts.init_image}: not an image PIL can read") from None
+        image = torch.from_numpy(np.asarray(pil).copy()).permute(2, 0, 1).float().div(255).unsqueeze(0)
+    elif config.prompts.init_noise:
+        image = noise_image(config.prompts.init_noise, (w, h), generator)
+        if not isinstance(image, torch.Tensor):
+            image = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1).float().div(255).unsqueeze(0)
+    if image is not None:
+        with torch.no_grad():
+            return models.vqgan.encode(image.to(device) * 2 - 1).float()
+    return random_latent(models.vqgan.codebook.float().cpu(), grid, generator).to(device)
+
+
+def step_config(config: Config) -> Any:
+    from metamusic.optim.stepper import StepConfig
+
+    s = config.step
+    return StepConfig(cut_method=s.cut_method, cutn=s.cutn, cut_pow=s.cut_pow, augments=tuple(s.augments),
+                      optimiser=s.optimiser, lr=s.lr, init_weight=s.init_weight, precision=s.precision)
+
+
+def render_segments(config: Config, inputs: Inputs, run: RunFolder, segments: list[Segment], start: int,
+                    targets: list[list[Any]], models: Models) -> RenderStats:
+    """Optimise and write every segment from ``start`` on, saving a state after each one."""
+    from tqdm import tqdm
+
+    from metamusic.optim.stepper import embed_image_prompt, optimise_segment, step_seed
+    from metamusic.timeline import frame_schedule
+    from metamusic.video import FrameWriter
+
+    device = torch.device(config.device)
+    seed = int(config.seed)
+    spans = frame_schedule(segments, config.output.fps)
+    scfg = step_config(config)
+    stats = RenderStats()
+
+    # The latent and optimiser state entering segment `start`.
+    optimiser_state = None
+    last_image = None
+    if start > 0:
+        state = run.load_state(start - 1)
+        if state is None:
+            raise MetaMusicError(f"{run.state_path(start - 1)}: state file missing; cannot resume")
+        z = state["z"].to(device)
+        z_init = state["z_init"].to(device)
+        optimiser_state = state["optimiser"]
+        last_image = state["last_image"].to(device)
+    else:
+        gen = torch.Generator().manual_seed(seed)
+        z = initial_latent(config, inputs, models, gen)
+        z_init = z.clone()
+
+    total_steps = sum(s.steps for s in segments[start:])
+    overall = tqdm(total=total_steps, desc="song", unit="step", position=0, dynamic_ncols=True,
+                   disable=None)
+    t_wall = time.perf_counter()
+    try:
+        for seg in segments[start:]:
+            span = spans[seg.index]
+            first_targets = []
+            if last_image is not None:
+                gen = torch.Generator(device=device).manual_seed(step_seed(seed, seg.index, -1))
+                first_targets = [embed_image_prompt(
+                    models.perceptor, last_image, gen, cut_method=scfg.cut_method, cutn=scfg.cutn,
+                    cut_pow=scfg.cut_pow, augments=scfg.augments, precision=scfg.precision)]
+            bar = tqdm(total=seg.steps, desc=f"segment {seg.index + 1}/{len(segments)}", unit="step",
+                       position=1, leave=False, dynamic_ncols=True, disable=None)
+            frame_steps = span.step_of_frame
+            cursor = {"frame": 0, "image": None}
+            w, h = inputs.size
+            with FrameWriter(run.segment_video(seg.index), config.output.fps, (w, h), crf=config.output.crf) as writer:
+
+                def on_step(j: int, result: Any) -> None:
+                    cursor["image"] = result.image
+                    while cursor["frame"] < len(frame_steps) and frame_steps[cursor["frame"]] == j:
+                        writer.write(result.image)
+                        cursor["frame"] += 1
+                    bar.update(1)
+                    overall.update(1)
+                    if config.output.save_every and (j % config.output.save_every == 0 or j == seg.steps - 1):
+                        bar.set_postfix(loss=f"{result.loss:.4f}")
+                        log.debug("segment %d step %d loss %.4f", seg.index, j, result.loss)
+                        if config.output.save_png:
+                            _save_png(run.progress_png, result.image)
+
+                t0 = time.perf_counter()
+                z, optimiser_state = optimise_segment(
+                    models.vqgan, models.perceptor, scfg, z, targets[seg.index], seg.steps,
+                    seed=seed, optimiser_state=optimiser_state, on_step=on_step,
+                    first_step_targets=first_targets, segment_index=seg.index, z_init=z_init,
+                )
+                stats.step_seconds += time.perf_counter() - t0
+                stats.steps += seg.steps
+                if span.n_frames == 0:
+                    writer.abort()
+                stats.io_wait_seconds += getattr(writer, "wait_seconds", 0.0)
+            stats.frames += span.n_frames
+            bar.close()
+            last_image = cursor["image"]
+            run.save_state(seg.index, {
+                "segment": seg.index,
+                "z": z.detach().cpu(),
+                "z_init": z_init.detach().cpu(),
+                "optimiser": optimiser_state,
+                "last_image": last_image.detach().cpu(),
+            })
+            log.debug("segment %d (%s) done: %d steps, %d frames", seg.index, seg.kind, seg.steps, span.n_frames)
+    finally:
+        overall.close()
+    stats.wall_seconds = time.perf_counter() - t_wall
+    return stats
+
+
+def _save_png(path: Path, image: torch.Tensor) -> None:
+    from PIL import Image
+
+    arr = (image[0].detach().float().clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy())
+    with atomic_path(path) as tmp:
+        Image.fromarray(arr).save(tmp, format="PNG")
+
+
+# ---------------------------------------------------------------------------------------------
+# 7. finish
+# ---------------------------------------------------------------------------------------------
+def finish(config: Config, inputs: Inputs, run: RunFolder, segments: list[Segment]) -> Path:
+    """Concatenate the segment videos in order, mux the song and write the output atomically."""
+    from metamusic.video import concat_videos
+
+    videos = [run.segment_video(s.index) for s in segments if run.segment_video(s.index).exists()]
+    audio = Path(config.music.audio) if config.music.audio else None
+    duration = inputs.duration if audio is not None else None
+    concat_videos(videos, inputs.output, audio=audio, duration=duration)
+    if config.output.output_video_fps > 9:
+        _motion_interpolate(inputs.output, config.output.output_video_fps)
+    if Path(config.output.output).suffix.lower() == ".png":
+        state = run.load_state(segments[-1].index)
+        if state is not None:
+            _save_png(Path(config.output.output), state["last_image"])
+    return inputs.output
+
+
+def _motion_interpolate(video: Path, fps: float) -> None:
+    """Re-time the final video to ``fps`` with ffmpeg's minterpolate (VQGAN-CLIP's -ofps)."""
+    import subprocess
+
+    from metamusic.video import ffmpeg_exe
+
+    with atomic_path(video) as tmp:
+        cmd = [ffmpeg_exe(), "-nostdin", "-y", "-loglevel", "error", "-i", str(video),
+               "-filter:v", f"minterpolate=fps={fps:g}:mi_mode=mci", "-c:v", "libx264", "-crf", "17",
+               "-pix_fmt", "yuv420p", "-c:a", "copy", str(tmp)]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise MetaMusicError(f"{video}: motion interpolation failed ({proc.stderr.strip().splitlines()[-1:]})")
+
+
+# ---------------------------------------------------------------------------------------------
+# the whole pipeline
+# ---------------------------------------------------------------------------------------------
+def generate(config: Config, *, resume: bool = True, force: bool = False, from_segment: int | None = None) -> Path:
+    """Render ``config`` to its output video; return the video's path."""
+    if config.seed is None:
+        config.seed = random.SystemRandom().randrange(2**31)
+        log.info("seed %d (pass -sd %d to reproduce this run)", config.seed, config.seed)
+    if config.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    inputs = check_inputs(config)  # 1
+    if config.output.size is None:
+        config.output.size = inputs.size
+    config.output.size = tuple(inputs.size)
+    segments = plan(config, inputs)  # 2
+    run, segments, start = open_run(config, inputs, segments, resume=resume, force=force,
+                                    from_segment=from_segment)  # 3
+    run.write_info(run_info(config))
+    need_audio = any(s.kind in ("audio", "fused") for s in segments)
+    models = load_models(config, need_audio)  # 4
+    targets = encode_targets(config, inputs, segments, models)  # 5
+    stats = render_segments(config, inputs, run, segments, start, targets, models)  # 6
+    out = finish(config, inputs, run, segments)  # 7
+    share = stats.io_wait_seconds / stats.wall_seconds if stats.wall_seconds else 0.0
+    log.info("wrote %s: %d segments, %d steps, %.1f s (%.3f s/step), %.1f%% of wall time waiting on video I/O",
+             out, len(segments), stats.steps, stats.wall_seconds,
+             stats.step_seconds / max(1, stats.steps), 100 * share)
+    return out
