@@ -90,6 +90,9 @@ FLAGS: tuple[Flag, ...] = (
        action="extend"),
     _f("--precision", "step.precision", "fp32 (exact) or mixed precision for decoder and CLIP",
        choices=["fp32", "bf16", "fp16", "auto"]),
+    _f("--compile", "step.compile", "torch.compile the decoder and CLIP (slow first step)", action="store_true"),
+    _f("--low_memory", "step.low_memory", "gradient checkpointing of the decoder (for 512x512 on 8-11 GB)",
+       action="store_true"),
     # -- output
     _f("-o --output", "output.output", "output video (X.mp4; X.png writes X.mp4 beside it)"),
     _f("--run_dir", "output.run_dir", "run folder (default: beside the output, <name>.run)"),
@@ -100,6 +103,15 @@ FLAGS: tuple[Flag, ...] = (
     _f("--crf", "output.crf", "x264 quality (lower is better)", type=int),
     _f("-se --save_every", "output.save_every", "log (and with --save_png, save a PNG) every N steps", type=int),
     _f("--save_png", "output.save_png", "write the current frame as PNG at each --save_every", action="store_true"),
+    # -- keyframe mode
+    _f("--keyframes", "keyframes.enabled", "optimise one keyframe per segment and interpolate the frames between",
+       action="store_true"),
+    _f("--keyframe_steps", "keyframes.steps", "optimisation steps per keyframe", type=int),
+    _f("--independent_keyframes", "keyframes.independent",
+       "start every keyframe from a fresh latent (default: warm-start from the previous one)", action="store_true"),
+    _f("--batch_keyframes", "keyframes.batch", "independent keyframes optimised together in one batch", type=int),
+    _f("--interpolation", "keyframes.interpolation", "how frames between keyframes are made",
+       choices=["slerp", "lerp"]),
     # -- run
     _f("-sd --seed", "seed", "random seed (reproduces a run bit-for-bit on CPU)", type=int),
     _f("-gid --gpu_id", None, "GPU index to use, or 'cpu'", type=_gpu),

@@ -58,7 +58,9 @@ class StepSettings:
     optimiser: str = "Adam"
     lr: float = 0.1
     init_weight: float = 0.0
-    precision: str = "fp32"  # "fp32" | "bf16" | "fp16" | "auto"
+    precision: str = "auto"  # "fp32" (exact) | "bf16" | "fp16" | "auto" (bf16 where fast, else fp16/fp32)
+    compile: bool = False  # torch.compile the decoder and CLIP image tower
+    low_memory: bool = False  # gradient checkpointing of the VQGAN decoder
 
 
 @dataclass
@@ -90,6 +92,17 @@ class OutputConfig:
 
 
 @dataclass
+class KeyframeConfig:
+    """Keyframe mode: one optimised latent per segment, frames interpolated between them."""
+
+    enabled: bool = False
+    steps: int = 50  # optimisation steps per keyframe
+    independent: bool = False  # each keyframe from a fresh latent instead of the previous keyframe
+    batch: int = 1  # independent keyframes optimised together in one batch
+    interpolation: str = "slerp"  # "slerp" | "lerp"
+
+
+@dataclass
 class Config:
     """Everything that determines a render."""
 
@@ -98,6 +111,7 @@ class Config:
     step: StepSettings = field(default_factory=StepSettings)
     prompts: PromptConfig = field(default_factory=PromptConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    keyframes: KeyframeConfig = field(default_factory=KeyframeConfig)
     seed: int | None = None
     device: str = "cpu"
     deterministic: bool = False
@@ -154,4 +168,5 @@ _GROUP_TYPES = {
     "step": StepSettings,
     "prompts": PromptConfig,
     "output": OutputConfig,
+    "keyframes": KeyframeConfig,
 }

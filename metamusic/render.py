@@ -429,6 +429,7 @@ def step_config(config: Config) -> Any:
     s = config.step
     return StepConfig(cut_method=s.cut_method, cutn=s.cutn, cut_pow=s.cut_pow, augments=tuple(s.augments),
                       optimiser=s.optimiser, lr=s.lr, init_weight=s.init_weight, precision=s.precision)
+    # TODO(speed issue): compile / low_memory fields once StepConfig has them
 
 
 def render_segments(config: Config, inputs: Inputs, run: RunFolder, segments: list[Segment], start: int,
