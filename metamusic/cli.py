@@ -72,6 +72,8 @@ FLAGS: tuple[Flag, ...] = (
     _f("-ip --image_prompts", "prompts.image_prompts", "image prompts, '|' separated", type=lambda s: [p for p in s.split("|") if p]),
     _f("-nps --noise_prompt_seeds", "prompts.noise_prompt_seeds", "noise prompt seeds", type=int, nargs="*"),
     _f("-npw --noise_prompt_weights", "prompts.noise_prompt_weights", "noise prompt weights", type=float, nargs="*"),
+    _f("--theme", "prompts.theme", "style appended to every lyric prompt, e.g. 'oil painting, by Monet'"),
+    _f("--prompt_prefix", "prompts.prompt_prefix", "text put before every lyric prompt, e.g. 'a scene of'"),
     _f("-ii --init_image", "prompts.init_image", "start from this image"),
     _f("-in --init_noise", "prompts.init_noise", "start from noise", choices=["pixels", "gradient"]),
     _f("-cpe --change_prompt_every", "prompts.change_prompt_every",
@@ -112,6 +114,17 @@ FLAGS: tuple[Flag, ...] = (
     _f("--batch_keyframes", "keyframes.batch", "independent keyframes optimised together in one batch", type=int),
     _f("--interpolation", "keyframes.interpolation", "how frames between keyframes are made",
        choices=["slerp", "lerp"]),
+    # -- captions, preview, storyboard sheets
+    _f("--captions", "output.captions", "burn: draw the active lyric on the frames; srt: write an .srt and a "
+       "soft subtitle track; both", choices=["none", "burn", "srt", "both"]),
+    _f("--caption_font", "output.caption_font", "font file for burned captions (must cover the lyrics' script)"),
+    _f("--caption_size", "output.caption_size", "caption height as a fraction of the frame height", type=float),
+    _f("--caption_position", "output.caption_position", "where burned captions go",
+       choices=["bottom", "top", "center"]),
+    _f("--preview", "output.preview", "fast low-resolution render of the whole song to check timing and prompts",
+       action="store_true"),
+    _f("--preview_steps", "output.preview_steps", "steps per segment in a preview", type=int),
+    _f("--no_sheets", None, "do not write the storyboard contact sheet and timeline PNGs", action="store_true"),
     # -- run
     _f("-sd --seed", "seed", "random seed (reproduces a run bit-for-bit on CPU)", type=int),
     _f("-gid --gpu_id", None, "GPU index to use, or 'cpu'", type=_gpu),
@@ -204,6 +217,8 @@ def parse_config(
         config.device = str(resolve_device(getattr(args, "gpu_id", None), getattr(args, "cuda_device", None)))
     elif not (getattr(args, "config", None) or getattr(args, "resume", None)):
         config.device = str(resolve_device())
+    if getattr(args, "no_sheets", False):
+        config.output.sheets = False
     _refuse_unsupported(args)
     return config, args
 

@@ -75,6 +75,8 @@ class PromptConfig:
     init_noise: str | None = None  # "pixels" | "gradient"
     change_prompt_every: int = 0
     iterations: int = 500  # steps of a plain (no audio) run
+    theme: str | None = None  # appended to every lyric prompt ("oil painting, by ...")
+    prompt_prefix: str | None = None  # put before every lyric prompt ("a scene of")
 
 
 @dataclass
@@ -89,6 +91,13 @@ class OutputConfig:
     crf: int = 17
     save_every: int = 50
     save_png: bool = False
+    captions: str = "none"  # "none" | "burn" | "srt" | "both"
+    caption_font: str | None = None  # a .ttf/.otf covering the lyrics' script (default DejaVu Sans)
+    caption_size: float = 0.06  # font height as a fraction of the frame height
+    caption_position: str = "bottom"  # "bottom" | "top" | "center"
+    preview: bool = False  # fast low-resolution render of the whole timeline
+    preview_steps: int = 3  # steps per segment in a preview
+    sheets: bool = True  # storyboard contact sheet and timeline PNGs in the run folder
 
 
 @dataclass
