@@ -1,0 +1,47 @@
+"""The optimisation step on the real (tiny) models, and the pieces of the render pipeline."""
+
+from __future__ import annotations
+
+import torch
+
+from metamusic.models.clip import load_clip
+from metamusic.models.vqgan_loader import load_vqgan
+from metamusic.optim.init import random_latent
+from metamusic.optim.prompts import Target
+from metamusic.optim.stepper import StepConfig, optimise_segment
+
+
+def _models(tiny):
+    vqgan = load_vqgan(tiny["vqgan_config"], tiny["vqgan_checkpoint"])
+    perceptor = load_clip(tiny["clip"])
+    return vqgan, perceptor
+
+
+def test_prompt_loss_decreases_over_a_segment_for_a_text_target(tiny_models):
+    vqgan, perceptor = _models(tiny_models)
+    with torch.no_grad():
+        target = Target(perceptor.encode_text(["a red sunrise over the hills"]).float())
+    z0 = random_latent(vqgan.codebook, (8, 8), torch.Generator().manual_seed(0))
+    losses: list[float] = []
+    config = StepConfig(cutn=4, augments=(), noise_fac=0.0, precision="fp32", lr=0.2)
+    optimise_segment(vqgan, perceptor, config, z0, [target], 40, seed=1,
+                     on_step=lambda i, r: losses.append(r.loss))
+    assert len(losses) == 40
+    first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
+    assert last < first, (first, last)
+
+
+def test_segment_optimisation_is_reproducible_and_seed_dependent(tiny_models):
+    vqgan, perceptor = _models(tiny_models)
+    with torch.no_grad():
+        target = Target(perceptor.encode_text(["the deep blue ocean"]).float())
+    z0 = random_latent(vqgan.codebook, (8, 8), torch.Generator().manual_seed(0))
+    config = StepConfig(cutn=4)
+
+    def run(seed):
+        z, state = optimise_segment(vqgan, perceptor, config, z0.clone(), [target], 5, seed=seed)
+        return z
+
+    a, b, c = run(3), run(3), run(4)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
