@@ -15,17 +15,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import logging
+import math
 import os
 import platform
 import random
+import shlex
 import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -40,6 +48,12 @@ from metamusic.timeline import Segment
 log = logging.getLogger("metamusic")
 
 MIN_AUDIO_WINDOW = 0.25  # seconds: shorter audio windows are widened around their centre
+
+
+class Interrupted(MetaMusicError):
+    """The user stopped the render (Ctrl-C); the message says how to resume it. Exit status 130."""
+
+    exit_code = 130
 
 
 # ---------------------------------------------------------------------------------------------
@@ -90,8 +104,9 @@ def check_inputs(config: Config) -> Inputs:
     audio = lyrics = None
     duration = 0.0
     if music.audio:
-        probe_audio(music.audio)  # cheap: missing / empty / not audio
+        info = probe_audio(music.audio)  # cheap: missing / empty / unreadable / not audio
         audio = load_audio(music.audio, sample_rate=music.sample_rate)
+        _check_complete_audio(Path(music.audio), info.duration, audio.duration)
         duration = audio.duration
         if duration < 1.0 / config.output.fps:
             raise InputError(f"{music.audio}: the song is shorter than one frame ({duration:.3f} s)")
@@ -108,9 +123,14 @@ def check_inputs(config: Config) -> Inputs:
     needs_audio_model = audio is not None
     if needs_audio_model:
         check_model_file(config.models.wav2clip_checkpoint, "Wav2CLIP checkpoint", f"{hint} wav2clip")
-    from metamusic.models.clip import resolve_clip_path
+    from metamusic.models.clip import available_models, resolve_clip_path
 
-    check_model_file(resolve_clip_path(config.models.clip_model, config.models.checkpoints_dir), "CLIP model", f"{hint} clip_vit_b32")
+    clip_name = config.models.clip_model
+    clip_path = resolve_clip_path(clip_name, config.models.checkpoints_dir)
+    if clip_path == Path(clip_name).expanduser() and not clip_path.exists():  # not an OpenAI name, not a file
+        raise InputError(f"-m {clip_name}: unknown CLIP model: not one of {', '.join(available_models())} "
+                         "and no such model file")
+    check_model_file(clip_path, "CLIP model", f"{hint} clip_vit_b32")
 
     # Size: a multiple of the VQGAN's downsampling factor.
     factor = vq.factor
@@ -123,30 +143,118 @@ def check_inputs(config: Config) -> Inputs:
     if any(s % 2 for s in rounded):
         raise InputError(f"-s {rounded[0]} {rounded[1]}: video sizes must be even")
 
-    for p in [config.prompts.init_image, *config.prompts.image_prompts]:
-        if p and not Path(p).is_file():
-            raise InputError(f"{p}: image not found")
+    from metamusic.optim.prompts import parse_prompt
 
-    # The output folder must be writable.
+    images = [config.prompts.init_image] + [parse_prompt(p)[0] for p in config.prompts.image_prompts]
+    for p in filter(None, images):
+        _check_image(Path(p))
+
+    # The output video and the run folder must be creatable (nothing is created yet).
     video, run_dir = output_paths(config)
-    for folder in (video.parent, run_dir):
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            with atomic_path(folder / ".write_test") as tmp:
-                tmp.write_bytes(b"")
-            (folder / ".write_test").unlink()
-        except OSError as exc:
-            raise InputError(f"{folder}: output folder is not writable ({exc.strerror})") from None
-    _warn_disk_space(run_dir, duration, config.output.fps, rounded)
+    _check_writable(video, "the output video")
+    _check_writable(run_dir, "the run folder", folder=True)
+    seconds = duration if audio is not None else config.prompts.iterations / config.output.fps
+    segments = _estimate_segments(config, seconds, lyrics)
+    latent = vq.embed_dim * (rounded[0] // factor) * (rounded[1] // factor)
+    _warn_disk_space(run_dir, estimate_disk_bytes(seconds, config.output.fps, rounded, latent, segments))
     return Inputs(duration, audio, lyrics, video, run_dir, rounded, factor)
 
 
-def _warn_disk_space(folder: Path, duration: float, fps: float, size: tuple[int, int]) -> None:
-    # x264 at crf 17 stores roughly 0.1 bit per pixel; segments plus the final video: twice that.
-    estimate = 2 * duration * fps * size[0] * size[1] * 0.1 / 8
-    free = shutil.disk_usage(folder).free
+def _check_complete_audio(path: Path, announced: float, decoded: float) -> None:
+    """InputError if the song is truncated: fewer samples than its header announces, or a short WAV."""
+    if decoded < 0.9 * announced - 0.1 and not _duration_is_estimated(path):
+        raise InputError(f"{path}: truncated audio: only {decoded:.2f} s of the {announced:.2f} s its header "
+                         "announces can be decoded; re-export or re-download the song")
+    try:
+        with path.open("rb") as f:
+            head = f.read(12)
+        size = path.stat().st_size
+    except OSError:
+        return
+    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
+        announced_bytes = int.from_bytes(head[4:8], "little") + 8
+        # 0 and 0xFFFFFFFF mark streamed WAVs whose writer could not seek back to fill the size in.
+        if head[4:8] not in (b"\0\0\0\0", b"\xff\xff\xff\xff") and announced_bytes - size > 4096:
+            raise InputError(f"{path}: truncated WAV file: {size} bytes of the {announced_bytes} its header "
+                             "announces; re-export or re-download the song")
+
+
+def _duration_is_estimated(path: Path) -> bool:
+    """True when ffmpeg only estimates the file's duration from its bitrate (VBR mp3 without a header)."""
+    from metamusic.video import ffmpeg_exe
+
+    proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", "file:" + os.path.abspath(path)],
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace")
+    return "Estimating duration from bitrate" in proc.stderr
+
+
+def _check_image(path: Path) -> None:
+    """InputError unless ``path`` is an image PIL can open."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not path.is_file():
+        raise InputError(f"{path}: image not found")
+    try:
+        with Image.open(path) as img:
+            img.verify()
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError):
+        raise InputError(f"{path}: not an image PIL can read") from None
+
+
+def _check_writable(target: Path, what: str, *, folder: bool = False) -> None:
+    """InputError unless ``target`` (a file, or a folder when ``folder``) can be created and written.
+
+    Nothing is created: the nearest existing ancestor must be a folder that accepts a file.
+    """
+    if target.exists() and target.is_dir() != folder:
+        kind = "a folder" if target.is_dir() else "a file"
+        raise InputError(f"{target}: cannot write {what} there: it is {kind}")
+    parent = target if folder and target.exists() else target.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise InputError(f"{target}: cannot write {what}: {parent} is a file, not a folder")
+    try:
+        with tempfile.NamedTemporaryFile(dir=parent, prefix=".metamusic-write-test-"):
+            pass
+    except OSError as exc:
+        raise InputError(f"{target}: cannot write {what}: {parent} is not writable ({exc.strerror})") from None
+
+
+def _estimate_segments(config: Config, seconds: float, lyrics: Any) -> int:
+    """Rough number of segments before planning: ~3 beats/s, two per lyric interval, or story phrases."""
+    if config.music.audio is None:
+        every = config.prompts.change_prompt_every
+        return max(1, -(-config.prompts.iterations // every) if every > 0 else 1)
+    if config.music.mode == "interpolate":
+        if lyrics is not None and lyrics.lines:
+            return 2 * len(lyrics.lines) + 1
+        return max(1, math.ceil(seconds / max(config.music.video_length, 1e-3)))
+    return max(1, math.ceil(seconds * 3))
+
+
+def estimate_disk_bytes(seconds: float, fps: float, size: tuple[int, int], latent_numel: int, segments: int) -> int:
+    """Bytes a render writes: videos at ~0.1 bit/pixel (x264 crf 17) twice, plus one state per segment.
+
+    A state holds the latent, its starting copy and two Adam moments (4 x ``latent_numel``
+    float32) and the segment's last frame (3 x W x H float32).
+    """
+    w, h = size
+    videos = 2 * seconds * fps * w * h * 0.1 / 8
+    states = segments * 4 * (4 * latent_numel + 3 * w * h)
+    return int(videos + states)
+
+
+def _warn_disk_space(folder: Path, estimate: int) -> None:
+    """Log a warning when the file system holding ``folder`` has less free space than ``estimate``."""
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
     if free < estimate:
-        log.warning("%s: only %.0f MB free, the render needs about %.0f MB", folder, free / 1e6, estimate / 1e6)
+        log.warning("%s: only %.0f MB free on its disk, the render needs about %.0f MB (videos and "
+                    "per-segment states); free some space or choose another -o/--run_dir",
+                    folder, free / 1e6, estimate / 1e6)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -198,34 +306,98 @@ def plain_segments(config: Config) -> list[Segment]:
 # ---------------------------------------------------------------------------------------------
 def open_run(config: Config, inputs: Inputs, segments: list[Segment], *, resume: bool = True,
              force: bool = False, from_segment: int | None = None) -> tuple[RunFolder, list[Segment], int]:
-    """Create or resume the run folder; return it, the storyboard to render and the first segment."""
+    """Create or resume the run folder; return it, the storyboard to render and the first segment.
+
+    A run folder made with the same settings is resumed after its last finished segment (its
+    storyboard, which the user may have edited, replaces ``segments``); other settings are
+    refused with the differences named, unless ``force`` starts the folder over.
+    ``from_segment`` re-renders from that segment on, keeping earlier segment files untouched.
+    """
     run = RunFolder(inputs.run_dir)
     saved = run.saved_config()
+    if from_segment is not None:
+        if force:
+            raise InputError(f"--from_segment {from_segment}: cannot be combined with --force "
+                             "(--force starts the run over; --from_segment re-renders part of it)")
+        if saved is None or not run.storyboard_path.exists():
+            raise InputError(f"--from_segment {from_segment}: {run.root} holds no render to re-render; "
+                             "render it first (same command without --from_segment)")
     start = 0
-    if saved is not None and (resume or from_segment is not None):
+    if saved is not None and (resume or from_segment is not None) and not force:
         diffs = config_differences(saved, config)
-        if diffs and not force:
+        if diffs:
             raise InputError(
                 f"{run.root}: this run folder was made with other settings ({'; '.join(diffs[:3])}"
                 f"{'; ...' if len(diffs) > 3 else ''}); use --force to start it over, or another -o/--run_dir"
             )
-        if not diffs and run.storyboard_path.exists():
-            segments = run.read_storyboard()  # the user may have edited prompts
-            start = run.finished_segments()
+        if run.storyboard_path.exists():
+            segments = _checked_storyboard(run, segments)  # the user may have edited prompts
+            start = _resumable_from(run, segments, config.output.fps)
             if from_segment is not None:
+                if not 0 <= from_segment < len(segments):
+                    raise InputError(f"--from_segment {from_segment}: {run.storyboard_path} has segments "
+                                     f"0..{len(segments) - 1}")
                 if from_segment > start:
-                    raise InputError(f"--from_segment {from_segment}: only {start} segment(s) are finished in {run.root}")
+                    raise InputError(f"--from_segment {from_segment}: only {start} segment(s) are finished in "
+                                     f"{run.root}; resume it first (same command without --from_segment)")
                 start = from_segment
-            if start:
-                log.info("resuming %s after segment %d of %d", run.root, start - 1, len(segments))
-    if start == 0 and run.root.exists():
-        run.clear_from(0)
-    else:
-        run.clear_from(start)
+            for i in run.edited_segments(segments, below=start):
+                log.warning("%s: segment %d was edited after it was rendered; its video keeps the old "
+                            "prompt (re-render it with --from_segment %d)", run.storyboard_path, i, i)
+            if start == len(segments):
+                log.info("%s: all %d segments are already rendered; assembling the video", run.root, start)
+            elif start:
+                log.info("resuming %s at segment %d of %d", run.root, start, len(segments))
+    run.clear_from(start)
+    temp_output = _partial_name(inputs.output)
+    if temp_output.exists():
+        temp_output.unlink()
     run.create()
+    inputs.output.parent.mkdir(parents=True, exist_ok=True)
     run.write_config(config)
     run.write_storyboard(segments)
     return run, segments, start
+
+
+def _partial_name(path: Path) -> Path:
+    from metamusic.video import temp_path_for
+
+    return temp_path_for(path)
+
+
+def _checked_storyboard(run: RunFolder, planned: list[Segment]) -> list[Segment]:
+    """The run's storyboard, checked against the song's timeline (only prompts may be edited)."""
+    segments = run.read_storyboard()
+    if len(segments) != len(planned):
+        raise InputError(f"{run.storyboard_path}: {len(segments)} segments, but the song's timeline has "
+                         f"{len(planned)}; only prompts may be edited (use --force to start over)")
+    for i, (seg, plan_seg) in enumerate(zip(segments, planned)):
+        if seg.index != i or abs(seg.start - plan_seg.start) > 1e-6 or abs(seg.end - plan_seg.end) > 1e-6:
+            raise InputError(
+                f"{run.storyboard_path}: segment {i} has index {seg.index}, {seg.start:g}-{seg.end:g} s but the "
+                f"song's timeline says {i}, {plan_seg.start:g}-{plan_seg.end:g} s; segment times cannot be edited "
+                "(use --force to start over)"
+            )
+        if seg.kind == "audio" and seg.text and seg.text != plan_seg.text:
+            log.warning("%s: segment %d is an audio segment, so its text is not used (set kind: text or "
+                        "fused to use it)", run.storyboard_path, i)
+    return segments
+
+
+def _resumable_from(run: RunFolder, segments: list[Segment], fps: float) -> int:
+    """Finished segments whose state is readable: a damaged last state is dropped and re-rendered."""
+    from metamusic.timeline import frame_schedule
+
+    frameless = {span.segment for span in frame_schedule(segments, fps) if span.n_frames == 0}
+    start = run.finished_segments(limit=len(segments), frameless=frameless)
+    while start > 0:
+        try:
+            run.load_state(start - 1)
+            return start
+        except InputError as exc:
+            log.warning("%s; re-rendering segment %d", exc, start - 1)
+            start -= 1
+    return start
 
 
 def run_info(config: Config) -> dict[str, Any]:
@@ -453,7 +625,7 @@ def render_segments(config: Config, inputs: Inputs, run: RunFolder, segments: li
     if start > 0:
         state = run.load_state(start - 1)
         if state is None:
-            raise MetaMusicError(f"{run.state_path(start - 1)}: state file missing; cannot resume")
+            raise InputError(f"{run.state_path(start - 1)}: state file missing; re-render with --from_segment 0")
         z = state["z"].to(device)
         z_init = state["z_init"].to(device)
         optimiser_state = state["optimiser"]
@@ -466,6 +638,7 @@ def render_segments(config: Config, inputs: Inputs, run: RunFolder, segments: li
     total_steps = sum(s.steps for s in segments[start:])
     overall = tqdm(total=total_steps, desc="song", unit="step", position=0, dynamic_ncols=True,
                    disable=None)
+    bars = [overall]
     t_wall = time.perf_counter()
     try:
         for seg in segments[start:]:
@@ -478,6 +651,7 @@ def render_segments(config: Config, inputs: Inputs, run: RunFolder, segments: li
                     cut_pow=scfg.cut_pow, augments=scfg.augments, precision=scfg.precision)]
             bar = tqdm(total=seg.steps, desc=f"segment {seg.index + 1}/{len(segments)}", unit="step",
                        position=1, leave=False, dynamic_ncols=True, disable=None)
+            bars.append(bar)
             frame_steps = span.step_of_frame
             cursor = {"frame": 0, "image": None}
             w, h = inputs.size
@@ -510,6 +684,7 @@ def render_segments(config: Config, inputs: Inputs, run: RunFolder, segments: li
             stats.frames += span.n_frames
             bar.close()
             last_image = cursor["image"]
+            # The video is in place; the state makes the segment count as finished (runfolder.py).
             run.save_state(seg.index, {
                 "segment": seg.index,
                 "z": z.detach().cpu(),
@@ -517,9 +692,11 @@ def render_segments(config: Config, inputs: Inputs, run: RunFolder, segments: li
                 "optimiser": optimiser_state,
                 "last_image": last_image.detach().cpu(),
             })
+            run.record_rendered(seg)
             log.debug("segment %d (%s) done: %d steps, %d frames", seg.index, seg.kind, seg.steps, span.n_frames)
     finally:
-        overall.close()
+        for b in reversed(bars):
+            b.close()
     stats.wall_seconds = time.perf_counter() - t_wall
     return stats
 
@@ -571,27 +748,97 @@ def _motion_interpolate(video: Path, fps: float) -> None:
 # the whole pipeline
 # ---------------------------------------------------------------------------------------------
 def generate(config: Config, *, resume: bool = True, force: bool = False, from_segment: int | None = None) -> Path:
-    """Render ``config`` to its output video; return the video's path."""
-    if config.seed is None:
-        config.seed = random.SystemRandom().randrange(2**31)
-        log.info("seed %d (pass -sd %d to reproduce this run)", config.seed, config.seed)
+    """Render ``config`` to its output video; return the video's path.
+
+    Ctrl-C (SIGINT) abandons the segment in progress (its partial video is deleted; finished
+    segments and their states stay) and raises :class:`Interrupted` saying how to resume.
+    """
+    with _sigint_watch() as interrupted:
+        try:
+            return _generate(config, resume=resume, force=force, from_segment=from_segment)
+        except KeyboardInterrupt:
+            raise Interrupted(resume_hint(config)) from None
+        except MetaMusicError:
+            if interrupted():  # e.g. ffmpeg, hit by the same Ctrl-C, failed before Python noticed
+                raise Interrupted(resume_hint(config)) from None
+            raise
+
+
+def _generate(config: Config, *, resume: bool, force: bool, from_segment: int | None) -> Path:
+    resolve_seed(config, resume=resume and not force)
     if config.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     inputs = check_inputs(config)  # 1
-    if config.output.size is None:
-        config.output.size = inputs.size
     config.output.size = tuple(inputs.size)
     segments = plan(config, inputs)  # 2
-    run, segments, start = open_run(config, inputs, segments, resume=resume, force=force,
-                                    from_segment=from_segment)  # 3
-    run.write_info(run_info(config))
-    need_audio = any(s.kind in ("audio", "fused") for s in segments)
-    models = load_models(config, need_audio)  # 4
-    targets = encode_targets(config, inputs, segments, models)  # 5
-    stats = render_segments(config, inputs, run, segments, start, targets, models)  # 6
-    out = finish(config, inputs, run, segments)  # 7
+    with RunFolder(inputs.run_dir).locked():
+        run, segments, start = open_run(config, inputs, segments, resume=resume, force=force,
+                                        from_segment=from_segment)  # 3
+        run.write_info(run_info(config))
+        need_audio = any(s.kind in ("audio", "fused") for s in segments)
+        models = load_models(config, need_audio)  # 4
+        targets = encode_targets(config, inputs, segments, models)  # 5
+        stats = render_segments(config, inputs, run, segments, start, targets, models)  # 6
+        out = finish(config, inputs, run, segments)  # 7
     share = stats.io_wait_seconds / stats.wall_seconds if stats.wall_seconds else 0.0
     log.info("wrote %s: %d segments, %d steps, %.1f s (%.3f s/step), %.1f%% of wall time waiting on video I/O",
              out, len(segments), stats.steps, stats.wall_seconds,
              stats.step_seconds / max(1, stats.steps), 100 * share)
     return out
+
+
+def resolve_seed(config: Config, *, resume: bool = True) -> int:
+    """Set ``config.seed`` when no -sd was given: the run folder's saved seed when resuming, else a new one."""
+    if config.seed is None and resume:
+        run = RunFolder(output_paths(config)[1])
+        saved = run.saved_config() if run.config_path.is_file() else None
+        if saved is not None and saved.seed is not None:
+            config.seed = int(saved.seed)
+            log.info("seed %d (from %s)", config.seed, run.config_path)
+    if config.seed is None:
+        config.seed = random.SystemRandom().randrange(2**31)
+        log.info("seed %d (pass -sd %d to reproduce this run)", config.seed, config.seed)
+    return int(config.seed)
+
+
+def resume_hint(config: Config) -> str:
+    """One line for an interrupted render: what is finished and the command that resumes it."""
+    run = RunFolder(output_paths(config)[1])
+    if not run.config_path.is_file():
+        return "interrupted before rendering started; nothing to resume"
+    done = run.finished_segments()
+    try:
+        total = f" of {len(run.read_storyboard())}"
+    except MetaMusicError:
+        total = ""
+    script = Path(sys.argv[0]).name if Path(sys.argv[0]).name.startswith("generate") else (
+        "generate_interpolate.py" if config.music.mode == "interpolate" else "generate.py")
+    command = shlex.join(["python", script, "--resume", str(run.root)])
+    return (f"interrupted: {done}{total} segments are finished in {run.root}; resume with: {command} "
+            "(or run the same command again)")
+
+
+@contextlib.contextmanager
+def _sigint_watch() -> Iterator[Any]:
+    """Note whether SIGINT arrived while rendering; Python still raises KeyboardInterrupt as usual.
+
+    Installed only for the duration of a render and only from the main thread (never at import).
+    """
+    seen = {"sigint": False}
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is not signal.default_int_handler:  # ignored, or someone else's handler: leave it alone
+        yield lambda: False
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        seen["sigint"] = True
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield lambda: seen["sigint"]
+    finally:
+        signal.signal(signal.SIGINT, previous)
