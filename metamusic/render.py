@@ -70,6 +70,8 @@ class Inputs:
     run_dir: Path
     size: tuple[int, int]
     factor: int
+    beats: Any = None  # beat times (s), filled in by plan() in beat mode
+    envelope: Any = None  # (times, volume) of the song, filled in by plan()
 
 
 def output_paths(config: Config) -> tuple[Path, Path]:
@@ -268,15 +270,20 @@ def plan(config: Config, inputs: Inputs) -> list[Segment]:
     if inputs.audio is None:
         return plain_segments(config)
     envelope = timeline.volume_envelope(inputs.audio)
+    inputs.envelope = envelope
     if music.mode == "interpolate":
-        return timeline.interpolate_segments(
+        segments = timeline.interpolate_segments(
             inputs.duration, inputs.lyrics, ips=music.ips, video_length=music.video_length, envelope=envelope
         )
-    beats = timeline.detect_beats(inputs.audio)
-    return timeline.beat_segments(
-        inputs.duration, beats, inputs.lyrics, ips=music.ips, envelope=envelope, mode=music.mode,
-        text_weight=music.text_weight, audio_weight=music.audio_weight,
-    )
+    else:
+        inputs.beats = timeline.detect_beats(inputs.audio)
+        segments = timeline.beat_segments(
+            inputs.duration, inputs.beats, inputs.lyrics, ips=music.ips, envelope=envelope, mode=music.mode,
+            text_weight=music.text_weight, audio_weight=music.audio_weight,
+        )
+    if config.output.preview:
+        segments = [dataclasses.replace(seg, steps=min(seg.steps, config.output.preview_steps)) for seg in segments]
+    return segments
 
 
 def plain_segments(config: Config) -> list[Segment]:
@@ -482,10 +489,11 @@ def encode_targets(config: Config, inputs: Inputs, segments: Sequence[Segment], 
                 if inputs.audio is None:
                     targets += _text_targets(perceptor, split_prompts(seg.text))
                 else:
-                    if seg.text not in text_cache:
-                        text_cache[seg.text] = _unit(perceptor.encode_text([seg.text]).float())
+                    text = compose_prompt(seg.text, config.prompts.prompt_prefix, config.prompts.theme)
+                    if text not in text_cache:
+                        text_cache[text] = _unit(perceptor.encode_text([text]).float())
                     weight = seg.text_weight if seg.kind == "fused" else 1.0
-                    targets.append(Target(text_cache[seg.text], weight))
+                    targets.append(Target(text_cache[text], weight))
             if seg.kind in ("audio", "fused") and models.wav2clip is not None:
                 weight = seg.audio_weight if seg.kind == "fused" else 1.0
                 emb = _audio_embedding(models.wav2clip, audio16, seg.audio_start, seg.audio_end, device)
@@ -494,6 +502,16 @@ def encode_targets(config: Config, inputs: Inputs, segments: Sequence[Segment], 
                 raise MetaMusicError(f"segment {seg.index} has no prompt (no text, audio or image prompt)")
             per_segment.append(targets)
     return per_segment
+
+
+def compose_prompt(text: str, prefix: str | None = None, theme: str | None = None) -> str:
+    """A lyric's CLIP prompt: ``"<prefix> <lyric>, <theme>"`` (--prompt_prefix, --theme)."""
+    text = text.strip()
+    if prefix and prefix.strip():
+        text = f"{prefix.strip()} {text}"
+    if theme and theme.strip():
+        text = f"{text.rstrip(' ,.')}, {theme.strip()}"
+    return text
 
 
 def _unit(x: torch.Tensor) -> torch.Tensor:
@@ -599,13 +617,15 @@ def step_config(config: Config) -> Any:
     from metamusic.optim.stepper import StepConfig
 
     s = config.step
-    return StepConfig(cut_method=s.cut_method, cutn=s.cutn, cut_pow=s.cut_pow, augments=tuple(s.augments),
-                      optimiser=s.optimiser, lr=s.lr, init_weight=s.init_weight, precision=s.precision)
-    # TODO(speed issue): compile / low_memory fields once StepConfig has them
+    extra = {name: getattr(s, name) for name in ("compile", "low_memory")
+             if name in {f.name for f in dataclasses.fields(StepConfig)}}
+    cutn = min(s.cutn, 8) if config.output.preview else s.cutn
+    return StepConfig(cut_method=s.cut_method, cutn=cutn, cut_pow=s.cut_pow, augments=tuple(s.augments),
+                      optimiser=s.optimiser, lr=s.lr, init_weight=s.init_weight, precision=s.precision, **extra)
 
 
 def render_segments(config: Config, inputs: Inputs, run: RunFolder, segments: list[Segment], start: int,
-                    targets: list[list[Any]], models: Models) -> RenderStats:
+                    targets: list[list[Any]], models: Models, on_segment: Any = None) -> RenderStats:
     """Optimise and write every segment from ``start`` on, saving a state after each one."""
     from tqdm import tqdm
 
@@ -629,7 +649,7 @@ def render_segments(config: Config, inputs: Inputs, run: RunFolder, segments: li
         z = state["z"].to(device)
         z_init = state["z_init"].to(device)
         optimiser_state = state["optimiser"]
-        last_image = state["last_image"].to(device)
+        last_image = _from_uint8(state["last_image"]).to(device)
     else:
         gen = torch.Generator().manual_seed(seed)
         z = initial_latent(config, inputs, models, gen)
@@ -683,15 +703,20 @@ def render_segments(config: Config, inputs: Inputs, run: RunFolder, segments: li
                 stats.io_wait_seconds += getattr(writer, "wait_seconds", 0.0)
             stats.frames += span.n_frames
             bar.close()
-            last_image = cursor["image"]
+            # The next segment's image prompt is this frame as 8-bit pixels (the original saved and
+            # reloaded it as a PNG); stored that way it also keeps state files small.
+            last_pixels = _to_uint8(cursor["image"])
+            last_image = _from_uint8(last_pixels).to(device)
             # The video is in place; the state makes the segment count as finished (runfolder.py).
             run.save_state(seg.index, {
                 "segment": seg.index,
                 "z": z.detach().cpu(),
                 "z_init": z_init.detach().cpu(),
                 "optimiser": optimiser_state,
-                "last_image": last_image.detach().cpu(),
+                "last_image": last_pixels,
             })
+            if on_segment is not None:
+                on_segment(seg)
             run.record_rendered(seg)
             log.debug("segment %d (%s) done: %d steps, %d frames", seg.index, seg.kind, seg.steps, span.n_frames)
     finally:
@@ -701,12 +726,60 @@ def render_segments(config: Config, inputs: Inputs, run: RunFolder, segments: li
     return stats
 
 
+def _to_uint8(image: torch.Tensor) -> torch.Tensor:
+    """(1, 3, H, W) float in [0, 1] -> (1, 3, H, W) uint8 on the CPU."""
+    return image.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8).cpu()
+
+
+def _from_uint8(pixels: torch.Tensor) -> torch.Tensor:
+    """Inverse of _to_uint8 (float pixels pass through, for states of older runs)."""
+    return pixels.float().div(255) if pixels.dtype == torch.uint8 else pixels.float()
+
+
 def _save_png(path: Path, image: torch.Tensor) -> None:
     from PIL import Image
 
-    arr = (image[0].detach().float().clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy())
+    pixels = image if image.dtype == torch.uint8 else _to_uint8(image)
+    arr = pixels[0].permute(1, 2, 0).cpu().numpy()
     with atomic_path(path) as tmp:
         Image.fromarray(arr).save(tmp, format="PNG")
+
+
+def write_timeline_sheet(run: RunFolder, inputs: Inputs, segments: list[Segment]) -> None:
+    """timeline.png: the song's volume, beats, lyric markers and segment boundaries."""
+    from metamusic.sheets import timeline_plot
+
+    if inputs.audio is None:
+        return
+    times, values = inputs.envelope if inputs.envelope is not None else ([], [])
+    beats = [] if inputs.beats is None else list(inputs.beats)
+    lines = [(line.start, line.text) for line in inputs.lyrics.lines] if inputs.lyrics is not None else []
+    timeline_plot(run.root / "timeline.png", inputs.duration, times, values, beats, lines,
+                  [(s.start, s.end, s.kind) for s in segments])
+
+
+def write_contact_sheet(run: RunFolder, segments: list[Segment], upto: int) -> int:
+    """storyboard.png: the last frame of every finished segment with its time and prompt.
+
+    Rewritten as segments finish (every segment for short songs, every 10th for long ones).
+    """
+    from metamusic.sheets import contact_sheet, panel_caption
+
+    if upto < len(segments) - 1 and len(segments) > 50 and upto % 10:
+        return 0
+
+    def panels():
+        for seg in segments[: upto + 1]:
+            state = run.load_state(seg.index)
+            if state is None or "last_image" not in state:
+                continue
+            pixels = state["last_image"]
+            pixels = pixels if pixels.dtype == torch.uint8 else _to_uint8(pixels)
+            yield pixels[0].permute(1, 2, 0).numpy(), panel_caption(seg.index, seg.start, seg.end, seg.kind, seg.text)
+
+    if not any(run.state_path(s.index).exists() for s in segments[: upto + 1]):
+        return 0
+    return contact_sheet(panels(), run.root / "storyboard.png")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -720,13 +793,52 @@ def finish(config: Config, inputs: Inputs, run: RunFolder, segments: list[Segmen
     audio = Path(config.music.audio) if config.music.audio else None
     duration = inputs.duration if audio is not None else None
     concat_videos(videos, inputs.output, audio=audio, duration=duration)
+    if config.output.captions in ("burn", "both") and inputs.lyrics is not None:
+        _burn_captions(config, inputs)
     if config.output.output_video_fps > 9:
         _motion_interpolate(inputs.output, config.output.output_video_fps)
+    if config.output.captions in ("srt", "both") and inputs.lyrics is not None:
+        _soft_captions(inputs)
     if Path(config.output.output).suffix.lower() == ".png":
         state = run.load_state(segments[-1].index)
         if state is not None:
             _save_png(Path(config.output.output), state["last_image"])
     return inputs.output
+
+
+def caption_style(config: Config) -> Any:
+    from metamusic.captions import CaptionStyle
+
+    o = config.output
+    return CaptionStyle(font=o.caption_font, size_frac=o.caption_size, position=o.caption_position)
+
+
+def _burn_captions(config: Config, inputs: Inputs) -> None:
+    """Draw the active lyric on every frame of the final video (re-encoded, song copied)."""
+    from metamusic.captions import caption_intervals, caption_text_at, render_caption
+    from metamusic.video import FrameWriter, mux_audio, read_frames
+
+    intervals = caption_intervals(inputs.lyrics, inputs.duration)
+    style = caption_style(config)
+    fps = config.output.fps
+    video = inputs.output
+    silent = video.with_name(f".{video.stem}.captions.mp4")
+    try:
+        with FrameWriter(silent, fps, inputs.size, crf=config.output.crf) as writer:
+            for k, frame in enumerate(read_frames(video)):  # frame k shows time k / fps
+                writer.write(render_caption(frame, caption_text_at(intervals, k / fps), style))
+        mux_audio(silent, Path(config.music.audio), video, duration=inputs.duration)
+    finally:
+        silent.unlink(missing_ok=True)
+
+
+def _soft_captions(inputs: Inputs) -> None:
+    """Write ``X.srt`` beside ``X.mp4`` and embed it as a soft subtitle track."""
+    from metamusic.captions import add_soft_subtitles, caption_intervals, write_srt
+
+    srt = inputs.output.with_suffix(".srt")
+    write_srt(caption_intervals(inputs.lyrics, inputs.duration), srt)
+    add_soft_subtitles(inputs.output, srt, inputs.output)
 
 
 def _motion_interpolate(video: Path, fps: float) -> None:
@@ -764,21 +876,55 @@ def generate(config: Config, *, resume: bool = True, force: bool = False, from_s
             raise
 
 
+def preview_config(config: Config) -> Config:
+    """--preview: same timeline and song, small frames, few steps, written beside as X.preview.mp4."""
+    if not config.output.preview:
+        return config
+    video, _ = output_paths(config)
+    config.output.output = str(video.with_name(video.stem + ".preview.mp4"))
+    if config.output.run_dir:
+        config.output.run_dir = str(Path(config.output.run_dir).with_name(Path(config.output.run_dir).name + ".preview"))
+    w, h = config.output.size or (128, 128)
+    scale = min(1.0, 128 / max(w, h))
+    config.output.size = (max(2, int(w * scale)), max(2, int(h * scale)))
+    return config
+
+
 def _generate(config: Config, *, resume: bool, force: bool, from_segment: int | None) -> Path:
+    config = preview_config(config)
     resolve_seed(config, resume=resume and not force)
     if config.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     inputs = check_inputs(config)  # 1
     config.output.size = tuple(inputs.size)
+    if config.output.captions in ("burn", "both") and inputs.lyrics is not None:
+        from metamusic.captions import check_lyrics_font
+
+        check_lyrics_font(inputs.lyrics, config.output.caption_font)
     segments = plan(config, inputs)  # 2
     with RunFolder(inputs.run_dir).locked():
         run, segments, start = open_run(config, inputs, segments, resume=resume, force=force,
                                         from_segment=from_segment)  # 3
         run.write_info(run_info(config))
+        if config.output.sheets:
+            write_timeline_sheet(run, inputs, segments)
         need_audio = any(s.kind in ("audio", "fused") for s in segments)
         models = load_models(config, need_audio)  # 4
         targets = encode_targets(config, inputs, segments, models)  # 5
-        stats = render_segments(config, inputs, run, segments, start, targets, models)  # 6
+        if config.keyframes.enabled:  # 6, keyframe mode
+            from metamusic.keyframes import render_keyframes
+
+            kf = render_keyframes(config, inputs, run, segments, targets, models, log)
+            stats = RenderStats(steps=kf["total_steps"], step_seconds=kf["step_seconds"],
+                                wall_seconds=kf["step_seconds"] + kf["frame_seconds"], frames=kf["frames"],
+                                io_wait_seconds=kf["io_wait_seconds"], extra=kf)
+            for seg in segments:
+                run.record_rendered(seg)
+        else:
+            sheet = (lambda seg: write_contact_sheet(run, segments, upto=seg.index)) if config.output.sheets else None
+            stats = render_segments(config, inputs, run, segments, start, targets, models, on_segment=sheet)  # 6
+        if config.output.sheets:
+            write_contact_sheet(run, segments, upto=len(segments) - 1)
         out = finish(config, inputs, run, segments)  # 7
     share = stats.io_wait_seconds / stats.wall_seconds if stats.wall_seconds else 0.0
     log.info("wrote %s: %d segments, %d steps, %.1f s (%.3f s/step), %.1f%% of wall time waiting on video I/O",

@@ -42,6 +42,11 @@ _COSMETIC = {
     "output.run_dir",
     "output.output",
     "output.output_video_fps",
+    "output.captions",  # captions are drawn on the final video, not on the segments
+    "output.caption_font",
+    "output.caption_size",
+    "output.caption_position",
+    "output.sheets",
     "device",
 }
 

@@ -1,0 +1,120 @@
+"""Captions, preview, storyboard sheets, theme prompts and keyframe mode through generate.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from test_generate import FPS, LYRICS, SONG_SECONDS, assert_song_length, model_flags, run_script
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def flags(size=("64", "48")) -> list[str]:
+    return ["-gid", "cpu", "-s", *size, "--fps", str(FPS), "-ips", "4", "-cuts", "4", "-sd", "7",
+            "--precision", "fp32"]
+
+
+@pytest.fixture(scope="module")
+def captioned(tiny_models, song_wav, tmp_path_factory):
+    """One render with burned and soft captions: (output, lyrics path)."""
+    d = tmp_path_factory.mktemp("captions")
+    lyrics = d / "lyrics.csv"
+    lyrics.write_text(LYRICS, encoding="utf-8")
+    out = d / "v.mp4"
+    proc = run_script("generate.py", ["-ap", str(song_wav), "-lyr", str(lyrics), *model_flags(tiny_models),
+                                      *flags(), "--captions", "both", "-o", str(out)], d)
+    assert proc.returncode == 0, proc.stderr
+    return out, lyrics
+
+
+def test_burned_captions_change_only_the_caption_area_while_a_lyric_is_active(captioned):
+    from metamusic.lyrics import read_lyrics
+    from metamusic.video import read_frames
+
+    out, lyrics_path = captioned
+    assert_song_length(out, SONG_SECONDS)
+    plain = []  # the same frames without captions: the run folder's segment videos
+    for seg in sorted((out.with_name("v.run") / "segments").glob("segment_*.mp4")):
+        plain.extend(read_frames(seg))
+    final = list(read_frames(out))
+    assert len(plain) == len(final) == round(SONG_SECONDS * FPS)
+    first_lyric = read_lyrics(lyrics_path).lines[0].start
+    h = final[0].shape[0]
+    for k, (a, b) in enumerate(zip(plain, final)):
+        diff = np.abs(a.astype(int) - b.astype(int)).max(axis=2) > 96  # caption strokes, not x264 noise
+        rows = np.nonzero(diff.any(axis=1))[0]
+        if k / FPS < first_lyric:
+            assert rows.size == 0, f"frame {k} changed before the first lyric"
+        else:
+            assert rows.size > 0, f"frame {k} has no caption"
+            assert rows.min() >= h // 2, f"frame {k} changed outside the bottom caption band"
+
+
+def test_soft_captions_srt_parses_back_and_mp4_has_a_subtitle_stream(captioned):
+    from metamusic.captions import parse_srt
+    from metamusic.lyrics import read_lyrics
+    from metamusic.video import probe
+
+    out, lyrics_path = captioned
+    cues = parse_srt(out.with_suffix(".srt").read_text(encoding="utf-8"))
+    lines = read_lyrics(lyrics_path).lines
+    assert [c[2] for c in cues] == [line.text for line in lines]
+    assert [round(c[0], 3) for c in cues] == [line.start for line in lines]
+    assert cues[-1][1] == pytest.approx(SONG_SECONDS, abs=1e-3)
+    assert probe(out).has_subtitles
+
+
+def test_storyboard_sheet_has_one_panel_per_segment_and_timeline_exists(captioned):
+    from PIL import Image
+
+    from metamusic.render import write_contact_sheet
+    from metamusic.runfolder import RunFolder
+
+    out, _ = captioned
+    run = RunFolder(out.with_name("v.run"))
+    for name in ("storyboard.png", "timeline.png"):
+        with Image.open(run.root / name) as img:
+            assert img.size[0] > 200 and len(np.unique(np.asarray(img.convert("L")))) > 10
+    segments = run.read_storyboard()
+    assert write_contact_sheet(run, segments, upto=len(segments) - 1) == len(segments)
+
+
+def test_preview_renders_the_whole_song_fast(tiny_models, tmp_path):
+    from metamusic.audio import synth_song, write_wav
+    from metamusic.runfolder import RunFolder
+
+    song = write_wav(tmp_path / "ten.wav", synth_song(10.0, 16000, seed=4), 16000)
+    out = tmp_path / "v.mp4"
+    proc = run_script("generate.py", ["-ap", str(song), *model_flags(tiny_models), *flags(("64", "64")),
+                                      "-ips", "50", "--preview", "--preview_steps", "2", "-o", str(out)], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    preview = tmp_path / "v.preview.mp4"
+    assert preview.exists() and not out.exists()
+    assert_song_length(preview, 10.0)
+    segments = RunFolder(tmp_path / "v.preview.run").read_storyboard()
+    assert all(s.steps <= 2 for s in segments)
+
+
+def test_theme_and_prefix_compose_the_lyric_prompt():
+    from metamusic.render import compose_prompt
+
+    assert compose_prompt("the deep blue ocean", "a scene of", "oil painting, by Monet") == \
+        "a scene of the deep blue ocean, oil painting, by Monet"
+    assert compose_prompt(" rain. ", None, None) == "rain."
+
+
+def test_keyframe_mode_frame_count_and_step_count(tiny_models, song_wav, tmp_path):
+    lyrics = tmp_path / "lyrics.csv"
+    lyrics.write_text(LYRICS, encoding="utf-8")
+    out = tmp_path / "v.mp4"
+    proc = run_script("generate.py", ["-ap", str(song_wav), "-lyr", str(lyrics), *model_flags(tiny_models),
+                                      *flags(("32", "32")), "--keyframes", "--keyframe_steps", "2", "-o", str(out)],
+                      tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert_song_length(out, SONG_SECONDS)
+    line = next(l for l in proc.stderr.splitlines() if l.startswith("keyframe mode:"))
+    k, n, total = (int(x) for x in __import__("re").findall(r"(\d+) keyframes x (\d+) steps = (\d+)", line)[0])
+    assert n == 2 and total == k * n
