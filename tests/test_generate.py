@@ -22,7 +22,7 @@ def model_flags(tiny: dict[str, str]) -> list[str]:
 
 
 def fast_flags() -> list[str]:
-    return ["-gid", "cpu", "-s", "32", "32", "--fps", str(FPS), "-ips", "4", "-cuts", "4", "-sd", "7"]
+    return ["-gid", "cpu", "-s", "32", "32", "--fps", str(FPS), "-ips", "4", "-cuts", "4", "-sd", "7", "--precision", "fp32"]
 
 
 def run_script(script: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
