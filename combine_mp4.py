@@ -6,19 +6,10 @@
 See metamusic/combine.py for the rules (ordering, length, refusal of mismatched segments).
 """
 
-import logging
 import sys
 
+from metamusic.cli import run_cli
 from metamusic.combine import main
-from metamusic.errors import MetaMusicError
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    try:
-        sys.exit(main(sys.argv[1:]))
-    except MetaMusicError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+    sys.exit(run_cli(main))

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import logging
 import math
 import os
@@ -425,11 +424,9 @@ def run_info(config: Config) -> dict[str, Any]:
 
 
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    from metamusic.download import sha256_of
+
+    return sha256_of(path)
 
 
 # ---------------------------------------------------------------------------------------------
