@@ -653,6 +653,7 @@ def render_segments(config: Config, inputs: Inputs, run: RunFolder, segments: li
         z_init = z.clone()
 
     total_steps = sum(s.steps for s in segments[start:])
+    done_before = sum(s.steps for s in segments[:start])  # song step index of this run's first step
     overall = tqdm(total=total_steps, desc="song", unit="step", position=0, dynamic_ncols=True,
                    disable=None)
     bars = [overall]
@@ -681,9 +682,13 @@ def render_segments(config: Config, inputs: Inputs, run: RunFolder, segments: li
                         cursor["frame"] += 1
                     bar.update(1)
                     overall.update(1)
-                    if config.output.save_every and (j % config.output.save_every == 0 or j == seg.steps - 1):
+                    every = config.output.save_every
+                    song_step = done_before + stats.steps + j
+                    if every and song_step % every == 0:  # every N steps of the whole song
                         bar.set_postfix(loss=f"{result.loss:.4f}")
-                        log.debug("segment %d step %d loss %.4f", seg.index, j, result.loss)
+                        losses = " ".join(f"{x:.4f}" for x in result.losses)
+                        tqdm.write(f"step {song_step} (segment {seg.index}, {seg.kind}): loss {result.loss:.4f} "
+                                   f"[{losses}]", file=sys.stderr)
                         if config.output.save_png:
                             _save_png(run.progress_png, result.image)
 

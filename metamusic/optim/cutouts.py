@@ -90,7 +90,8 @@ def _add_noise(
     dev = generator.device
     facs = torch.rand(batch.shape[0], 1, 1, 1, generator=generator, device=dev) * noise_fac
     noise = torch.randn(batch.shape, generator=generator, device=dev)  # (B, 3, S, S)
-    return batch + (facs * noise).to(batch.device, batch.dtype)
+    like = dict(device=batch.device, dtype=batch.dtype)
+    return torch.addcmul(batch, facs.to(**like), noise.to(**like))  # one fused kernel
 
 
 def _pooled(image: torch.Tensor, cut_size: int) -> torch.Tensor:
