@@ -614,11 +614,10 @@ def step_config(config: Config) -> Any:
     from metamusic.optim.stepper import StepConfig
 
     s = config.step
-    extra = {name: getattr(s, name) for name in ("compile", "low_memory")
-             if name in {f.name for f in dataclasses.fields(StepConfig)}}
     cutn = min(s.cutn, 8) if config.output.preview else s.cutn
     return StepConfig(cut_method=s.cut_method, cutn=cutn, cut_pow=s.cut_pow, augments=tuple(s.augments),
-                      optimiser=s.optimiser, lr=s.lr, init_weight=s.init_weight, precision=s.precision, **extra)
+                      optimiser=s.optimiser, lr=s.lr, init_weight=s.init_weight, precision=s.precision,
+                      compile=s.compile, low_memory=s.low_memory)
 
 
 def render_segments(config: Config, inputs: Inputs, run: RunFolder, segments: list[Segment], start: int,

@@ -90,8 +90,7 @@ def _add_noise(
     dev = generator.device
     facs = torch.rand(batch.shape[0], 1, 1, 1, generator=generator, device=dev) * noise_fac
     noise = torch.randn(batch.shape, generator=generator, device=dev)  # (B, 3, S, S)
-    like = dict(device=batch.device, dtype=batch.dtype)
-    return torch.addcmul(batch, facs.to(**like), noise.to(**like))  # one fused kernel
+    return batch + (facs * noise).to(batch.device, batch.dtype)
 
 
 def _pooled(image: torch.Tensor, cut_size: int) -> torch.Tensor:

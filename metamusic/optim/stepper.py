@@ -83,7 +83,8 @@ class StepConfig:
     compile: torch.compile the decoder's decode and the perceptor's encode_image (compiled once
     per process, shared by every Stepper). low_memory: gradient checkpointing of the decoder
     (needs a decoder with ``use_checkpointing``, as VQGAN's). channels_last: feed the decoder a
-    channels-last latent (None: where measured faster, see ``speed.channels_last_helps``).
+    channels-last latent (None: only where measured faster, see ``speed.channels_last_helps``;
+    off by default so BatchedStepper and Stepper round alike).
     None of the three changes the values computed beyond float rounding.
     """
 
@@ -98,7 +99,7 @@ class StepConfig:
     precision: str = "fp32"
     compile: bool = False
     low_memory: bool = False
-    channels_last: bool | None = None
+    channels_last: bool | None = False
 
     def __post_init__(self) -> None:
         if self.cut_method not in CUT_METHODS:
