@@ -792,7 +792,7 @@ def finish(config: Config, inputs: Inputs, run: RunFolder, segments: list[Segmen
 
     videos = [run.segment_video(s.index) for s in segments if run.segment_video(s.index).exists()]
     audio = Path(config.music.audio) if config.music.audio else None
-    duration = inputs.duration if audio is not None else None
+    duration = inputs.duration if audio is not None else segments[-1].end  # plain runs: every frame
     concat_videos(videos, inputs.output, audio=audio, duration=duration)
     if config.output.captions in ("burn", "both") and inputs.lyrics is not None:
         _burn_captions(config, inputs)

@@ -151,3 +151,32 @@ def test_missing_checkpoint_names_file_and_download(tiny_models, song_wav, tmp_p
     proc = run_script("generate.py", ["-ap", str(song_wav), *flags, *fast_flags(), "-o", str(tmp_path / "v.mp4")], tmp_path)
     assert proc.returncode == 2
     assert "vqgan_imagenet_f16_16384.ckpt" in proc.stderr and "download_models.sh" in proc.stderr
+
+
+def test_gumbel_vqgan_with_init_noise_renders(tiny_models, song_wav, tmp_path):
+    from metamusic.tiny.vqgan import write_tiny_vqgan
+
+    gumbel = write_tiny_vqgan(tmp_path / "gumbel", gumbel=True)
+    flags = model_flags(tiny_models)
+    flags[flags.index("-conf") + 1] = str(gumbel["vqgan_config"])
+    flags[flags.index("-ckpt") + 1] = str(gumbel["vqgan_checkpoint"])
+    out = tmp_path / "g.mp4"
+    proc = run_script("generate.py", ["-ap", str(song_wav), *flags, *fast_flags(), "-in", "gradient", "-o", str(out)],
+                      tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert_song_length(out, SONG_SECONDS)
+
+
+def test_plain_prompts_without_a_song_change_story_phrases(tiny_models, tmp_path):
+    from metamusic.runfolder import RunFolder
+    from metamusic.video import probe
+
+    flags = [f for f in model_flags(tiny_models)]
+    out = tmp_path / "plain.png"
+    proc = run_script("generate.py", ["-p", "a red apple^a green pear:2|a blue sky", "-cpe", "5", "-i", "12",
+                                      *flags[:6], "-gid", "cpu", "-s", "32", "32", "--fps", str(FPS), "-cuts", "4",
+                                      "-sd", "1", "--precision", "fp32", "-o", str(out)], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert out.exists() and probe(tmp_path / "plain.mp4").video_frames == 12
+    texts = [s.text for s in RunFolder(tmp_path / "plain.run").read_storyboard()]
+    assert texts == ["a red apple", "a green pear:2|a blue sky", "a red apple"]
