@@ -19,7 +19,6 @@ import math
 import os
 import re
 import subprocess
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -220,15 +219,10 @@ def write_wav(path: str | Path, samples: np.ndarray, sample_rate: int, subtype: 
         raise ValueError("samples contain NaN or infinite values")
     if subtype.startswith("PCM"):
         data = np.clip(data, -1.0, 1.0)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        soundfile.write(tmp, data, sample_rate, subtype=subtype, format="WAV")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    from metamusic.files import atomic_path
+
+    with atomic_path(path, suffix=".wav") as tmp:
+        soundfile.write(str(tmp), data, sample_rate, subtype=subtype, format="WAV")
     return path
 
 
