@@ -123,8 +123,8 @@ def _read_torchscript(path: Path, trust_torchscript: bool) -> dict[str, Tensor]:
     if not trust_torchscript and sha256_of(path) not in set(OPENAI_SHA256.values()):
         raise CheckpointError(
             f"{path}: {_WHAT} is a TorchScript archive whose SHA-256 is not a published OpenAI one; "
-            "pass --trust_torchscript if you trust its source, or convert it once with "
-            "metamusic.models.clip.convert_to_safetensors"
+            "pass --trust_torchscript if you trust its source (python -m metamusic.convert PATH "
+            "--trust_torchscript then makes a weights-only .safetensors copy)"
         )
     try:
         with warnings.catch_warnings():
