@@ -797,7 +797,7 @@ def finish(config: Config, inputs: Inputs, run: RunFolder, segments: list[Segmen
     if config.output.captions in ("burn", "both") and inputs.lyrics is not None:
         _burn_captions(config, inputs)
     if config.output.output_video_fps > 9:
-        _motion_interpolate(inputs.output, config.output.output_video_fps)
+        _motion_interpolate(inputs.output, config.output.output_video_fps, duration)
     if config.output.captions in ("srt", "both") and inputs.lyrics is not None:
         _soft_captions(inputs)
     if Path(config.output.output).suffix.lower() == ".png":
@@ -842,15 +842,21 @@ def _soft_captions(inputs: Inputs) -> None:
     add_soft_subtitles(inputs.output, srt, inputs.output)
 
 
-def _motion_interpolate(video: Path, fps: float) -> None:
-    """Re-time the final video to ``fps`` with ffmpeg's minterpolate (VQGAN-CLIP's -ofps)."""
+def _motion_interpolate(video: Path, fps: float, duration: float) -> None:
+    """Re-time the final video to ``fps`` with ffmpeg's minterpolate (VQGAN-CLIP's -ofps).
+
+    minterpolate drops the last few frames; the last one is repeated so the video keeps exactly
+    round(duration * fps) frames.
+    """
     import subprocess
 
     from metamusic.video import ffmpeg_exe
 
     with atomic_path(video) as tmp:
         cmd = [ffmpeg_exe(), "-nostdin", "-y", "-loglevel", "error", "-i", str(video),
-               "-filter:v", f"minterpolate=fps={fps:g}:mi_mode=mci", "-c:v", "libx264", "-crf", "17",
+               "-filter:v", f"minterpolate=fps={fps:g}:mi_mode=mci,tpad=stop_mode=clone:stop_duration=1",
+               "-frames:v", str(max(1, round(duration * fps))), "-fps_mode", "cfr", "-r", f"{fps:g}",
+               "-c:v", "libx264", "-crf", "17",
                "-pix_fmt", "yuv420p", "-c:a", "copy", str(tmp)]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:

@@ -180,3 +180,23 @@ def test_plain_prompts_without_a_song_change_story_phrases(tiny_models, tmp_path
     assert out.exists() and probe(tmp_path / "plain.mp4").video_frames == 12
     texts = [s.text for s in RunFolder(tmp_path / "plain.run").read_storyboard()]
     assert texts == ["a red apple", "a green pear:2|a blue sky", "a red apple"]
+
+
+def test_vqgan_clip_flags_and_motion_interpolated_output(tiny_models, song_wav, tmp_path):
+    """-ip, -ii, -iw, -nps/-npw, -p with a song, -opt, -cutm, -aug and -ofps together."""
+    from PIL import Image
+
+    image = tmp_path / "start.png"
+    Image.new("RGB", (40, 30), (200, 80, 20)).save(image)
+    out = tmp_path / "v.mp4"
+    proc = run_script("generate.py", ["-ap", str(song_wav), *model_flags(tiny_models), *fast_flags(),
+                                      "-ip", f"{image}:0.5", "-ii", str(image), "-iw", "0.1", "-nps", "1", "2",
+                                      "-npw", "0.3", "0.3", "-p", "watercolor:0.5", "-opt", "DiffGrad",
+                                      "-cutm", "nrupdated", "-aug", "Ji", "Sh", "Gn", "-ofps", "20",
+                                      "-o", str(out)], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    from metamusic.video import probe
+
+    info = probe(out)
+    assert info.video_frames == round(SONG_SECONDS * 20) and info.has_audio
+    assert abs(info.duration - SONG_SECONDS) <= 1 / 20
