@@ -19,3 +19,9 @@ class InputError(MetaMusicError):
 
 class CheckpointError(InputError):
     """A model file is missing, corrupt, unsafe or for another architecture."""
+
+
+class Interrupted(MetaMusicError):
+    """The user stopped a render (Ctrl-C); the message says how to resume it. Exit status 130."""
+
+    exit_code = 130

@@ -39,7 +39,7 @@ import torch
 
 from metamusic import __version__
 from metamusic.config import Config
-from metamusic.errors import InputError, MetaMusicError
+from metamusic.errors import InputError, Interrupted, MetaMusicError
 from metamusic.files import atomic_path
 from metamusic.runfolder import RunFolder, config_differences
 from metamusic.timeline import Segment
@@ -47,12 +47,6 @@ from metamusic.timeline import Segment
 log = logging.getLogger("metamusic")
 
 MIN_AUDIO_WINDOW = 0.25  # seconds: shorter audio windows are widened around their centre
-
-
-class Interrupted(MetaMusicError):
-    """The user stopped the render (Ctrl-C); the message says how to resume it. Exit status 130."""
-
-    exit_code = 130
 
 
 # ---------------------------------------------------------------------------------------------
