@@ -288,7 +288,9 @@ class FrameWriter:
             "-c:v", "libx264", "-preset", str(preset), "-crf", str(int(crf)), "-pix_fmt", "yuv420p",
             "-r", rate, "-movflags", "+faststart", "-f", "mp4", str(self.temp_path),
         ]
-        self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._stderr)
+        # Own session: a terminal Ctrl-C reaches Python, which then aborts ffmpeg itself.
+        self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._stderr,
+                                      start_new_session=True)
         self._thread = threading.Thread(target=self._pump, name=f"FrameWriter({self.path.name})", daemon=True)
         self._thread.start()
 
@@ -366,12 +368,16 @@ class FrameWriter:
         self.close_seconds = time.perf_counter() - start
         if self._error is not None:
             self._raise_worker_error()
-        self._closed = True
         try:
-            self._proc.stdin.close()
-        except BrokenPipeError:
-            pass
-        returncode = self._proc.wait()
+            try:
+                self._proc.stdin.close()
+            except BrokenPipeError:
+                pass
+            returncode = self._proc.wait()
+        except BaseException:  # e.g. Ctrl-C while ffmpeg finishes: leave nothing half-written
+            self._abort()
+            raise
+        self._closed = True
         if returncode != 0 or self.frames_written == 0:
             tail = self._stderr_tail() if returncode != 0 else "no frames were written"
             self._closed = False
