@@ -603,6 +603,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lyrics_format", choices=["m2v-csv", "plain", "screenplay-csv", "lrc", "srt"])
     p.add_argument("-m", "--clip_model", help="CLIP name (ViT-B/32, ViT-B/16, RN50) or a file")
     p.add_argument("--wav2clip_checkpoint", help="Wav2CLIP.pt")
+    # Accepted so the model flags of generate.py can be passed as they are; scoring needs no VQGAN.
+    p.add_argument("-conf", "--vqgan_config", help="ignored (accepted for the same flags as generate.py)")
+    p.add_argument("-ckpt", "--vqgan_checkpoint", help="ignored (accepted for the same flags as generate.py)")
     p.add_argument("--checkpoints_dir", help="folder where CLIP names are looked up")
     p.add_argument("--trust_torchscript", action="store_true", default=None,
                    help="load a CLIP TorchScript archive whose SHA-256 is not a published one")

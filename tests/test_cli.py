@@ -103,3 +103,11 @@ def test_bad_gpu_is_an_input_error():
         parse_config(["-gid", "7"], "g", "", Config())
     with pytest.raises(InputError, match="expected a GPU index"):
         parse_config(["-gid", "banana"], "g", "", Config())
+
+
+def test_evaluate_accepts_the_model_flags_of_generate():
+    from metamusic.evaluate import build_parser
+
+    args = build_parser().parse_args(["v.mp4", "-ap", "s.wav", "-conf", "a.yaml", "-ckpt", "a.ckpt", "-m", "c.pt",
+                                      "--wav2clip_checkpoint", "w.pt", "-gid", "cpu", "-o", "out"])
+    assert args.clip_model == "c.pt" and args.wav2clip_checkpoint == "w.pt"
