@@ -298,8 +298,8 @@ class Stepper:
         generator = torch.Generator(device=self.device).manual_seed(int(seed))
         self.optimiser.zero_grad(set_to_none=True)
         image = self._synth(self.z)  # (1, 3, H, W)
-        terms = self.losses(image, all_targets, generator)
-        total = torch.stack(terms).sum()
+        terms = torch.stack(self.losses(image, all_targets, generator))  # (T,)
+        total = terms.sum()
         if self.scaler is None:
             total.backward()
             self.optimiser.step()
@@ -308,11 +308,8 @@ class Stepper:
             self.scaler.step(self.optimiser)
             self.scaler.update()
         clamp_latent(self.z, self.z_min, self.z_max)
-        return StepResult(
-            loss=float(total.detach()),
-            losses=[float(t.detach()) for t in terms],
-            image=image.detach(),
-        )
+        values = terms.detach().float().cpu()  # one device sync per step for all the numbers
+        return StepResult(loss=float(values.sum()), losses=values.tolist(), image=image.detach())
 
     def state_dict(self) -> dict[str, Any]:
         """Latent, starting latent and optimiser (and fp16 scaler) state, for checkpoints."""
