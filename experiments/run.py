@@ -41,7 +41,6 @@ import io
 import json
 import logging
 import math
-import os
 import re
 import shlex
 import shutil

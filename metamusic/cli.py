@@ -39,10 +39,6 @@ def _size(value: str) -> int:
     return n
 
 
-def _gpu(value: str) -> str:
-    return value
-
-
 # Flags shared by generate.py and generate_interpolate.py; (names, config target, help, argparse kwargs).
 FLAGS: tuple[Flag, ...] = (
     # -- music (Music2Video)
@@ -127,7 +123,7 @@ FLAGS: tuple[Flag, ...] = (
     _f("--no_sheets", None, "do not write the storyboard contact sheet and timeline PNGs", action="store_true"),
     # -- run
     _f("-sd --seed", "seed", "random seed (reproduces a run bit-for-bit on CPU)", type=int),
-    _f("-gid --gpu_id", None, "GPU index to use, or 'cpu'", type=_gpu),
+    _f("-gid --gpu_id", None, "GPU index to use, or 'cpu'"),
     _f("-cd --cuda_device", None, "device name (cuda:0, cpu)"),
     _f("-d --deterministic", "deterministic", "use deterministic algorithms", action="store_true"),
     _f("-vid --video", None, "make a video (always on with a song; kept for compatibility)", action="store_true"),
@@ -203,7 +199,7 @@ def parse_config(
     parser = build_parser(prog, description, defaults)
     args = parser.parse_args(argv)
     if getattr(args, "config", None):
-        base = _merge(base, Config.load(Path(args.config)))
+        base = Config.load(Path(args.config))  # a saved config is complete: it replaces the defaults
     if getattr(args, "resume", None):
         run_dir = Path(args.resume)
         if not (run_dir / "config.yaml").is_file():
@@ -221,10 +217,6 @@ def parse_config(
         config.output.sheets = False
     _refuse_unsupported(args)
     return config, args
-
-
-def _merge(base: Config, loaded: Config) -> Config:
-    return loaded  # a saved config is complete: it replaces the defaults wholesale
 
 
 def _flat_defaults(base: Config) -> dict[str, Any]:

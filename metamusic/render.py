@@ -456,7 +456,7 @@ def load_models(config: Config, need_audio: bool) -> Models:
 # ---------------------------------------------------------------------------------------------
 def encode_targets(config: Config, inputs: Inputs, segments: Sequence[Segment], models: Models) -> list[list[Any]]:
     """The prompt targets of every segment, computed once before any step."""
-    from metamusic.optim.prompts import Target, noise_targets, parse_prompt, split_prompts
+    from metamusic.optim.prompts import Target, noise_targets, split_prompts
 
     device = torch.device(config.device)
     perceptor = models.perceptor

@@ -11,7 +11,6 @@ import math
 import os
 import textwrap
 import warnings
-from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
