@@ -9,7 +9,7 @@ See metamusic/combine.py for the rules (ordering, length, refusal of mismatched 
 import sys
 
 from metamusic.cli import run_cli
-from metamusic.combine import main
+from metamusic.media.combine import main
 
 if __name__ == "__main__":
     sys.exit(run_cli(main))

@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=128)
     args = parser.parse_args(argv)
 
-    from metamusic.audio import synth_song, write_wav
+    from metamusic.song.audio import synth_song, write_wav
     from metamusic.tiny import write_all
 
     with tempfile.TemporaryDirectory() as tmp:

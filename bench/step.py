@@ -31,7 +31,13 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from metamusic.models.clip import CLIP_MEAN, CLIP_STD, ClipArchitecture, Perceptor, build_clip  # noqa: E402
+from metamusic.models.clip import (  # noqa: E402
+    CLIP_MEAN,
+    CLIP_STD,
+    ClipArchitecture,
+    Perceptor,
+    build_clip,
+)
 from metamusic.models.vqgan import VQGAN, VQGANConfig  # noqa: E402
 from metamusic.ops import clamp_with_grad, replace_grad  # noqa: E402
 from metamusic.optim import StepConfig, Stepper, Target, random_latent, z_bounds  # noqa: E402

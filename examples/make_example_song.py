@@ -2,7 +2,7 @@
 """Re-create examples/paper_boat.mp3, the shipped 8-second example song (synthesised, 120 bpm).
 
 It is MetaMusic's own: a kick on every beat, a chord pad that changes every bar and a melody
-note per beat (metamusic.audio.synth_song), encoded to MP3 with the bundled ffmpeg. Its lyrics,
+note per beat (metamusic.song.audio.synth_song), encoded to MP3 with the bundled ffmpeg. Its lyrics,
 in every supported format, are lyrics/example.*.
 
     python examples/make_example_song.py
@@ -15,9 +15,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from metamusic.audio import synth_song, write_wav
+from metamusic.song.audio import synth_song, write_wav
 from metamusic.files import atomic_path
-from metamusic.video import ffmpeg_exe
+from metamusic.media.video import ffmpeg_exe
 
 HERE = Path(__file__).resolve().parent
 SECONDS, RATE, BPM, SEED = 8.0, 44100, 120, 2022

@@ -295,8 +295,8 @@ class Checked:
     """Validated inputs: the render configuration of m2v, the decoded song and lyrics, the m2v plan."""
 
     config: Any  # metamusic.config.Config of the m2v render (models, device)
-    audio: Any  # metamusic.audio.Audio
-    lyrics: Any  # metamusic.lyrics.Lyrics
+    audio: Any  # metamusic.song.audio.Audio
+    lyrics: Any  # metamusic.song.lyrics.Lyrics
     m2v_steps: list[int]  # steps of each m2v segment
     keyframe_steps: int
 
@@ -426,10 +426,10 @@ def build_experiments(options: Options, keyframe_steps: int) -> list[Experiment]
 
 
 def keyframes_available() -> bool:
-    """Whether this installation has the keyframe renderer (metamusic.keyframes)."""
+    """Whether this installation has the keyframe renderer (metamusic.render.keyframe_mode)."""
     import importlib.util
 
-    return importlib.util.find_spec("metamusic.keyframes") is not None
+    return importlib.util.find_spec("metamusic.render.keyframe_mode") is not None
 
 
 def _record_path(exp: Experiment) -> Path:
@@ -485,7 +485,7 @@ def render_one(exp: Experiment, reuse: bool = False) -> Experiment:
 
     if exp.name == "keyframes" and not keyframes_available():
         exp.status = "skipped"
-        exp.note = "keyframe mode is not in this installation yet (no metamusic.keyframes): not rendered"
+        exp.note = "keyframe mode is not in this installation yet (no metamusic.render.keyframe_mode): not rendered"
         return exp
     if reuse and (rec := _reusable(exp)) is not None:
         exp.status, exp.render_seconds, exp.steps = "ok", float(rec["seconds"]), rec.get("steps")
@@ -556,7 +556,7 @@ def _metrics(result: Any) -> dict[str, Any]:
 def evaluate_all(experiments: list[Experiment], checked: Checked, every: int = 1) -> None:
     """Score every rendered video (models loaded once) against the same lyric-interval segments."""
     from metamusic import evaluate as ev
-    from metamusic.audio import load_audio
+    from metamusic.song.audio import load_audio
 
     todo = [e for e in experiments if e.status == "ok"]
     if not todo:

@@ -291,6 +291,6 @@ def interpolate_main(argv: Sequence[str] | None = None) -> int:
 
 def combine_main(argv: Sequence[str] | None = None) -> int:
     """``combine_mp4.py``: concatenate a run folder's segments and mux the song."""
-    from metamusic import combine
+    from metamusic.media import combine
 
     return run_cli(combine.main, argv)

@@ -218,7 +218,7 @@ def fixed_windows(duration: float, length: float = WINDOW_SECONDS) -> list[EvalS
 
 def _from_storyboard(segments: Sequence[Any], lyrics: Any | None) -> list[EvalSegment]:
     """Storyboard Segments -> EvalSegments; a segment without text takes the lyric active at its middle."""
-    from metamusic.lyrics import active_line_at
+    from metamusic.song.lyrics import active_line_at
 
     out = []
     for s in segments:
@@ -400,8 +400,8 @@ def _embed_audio(wav2clip: Any, audio: Any, start: float, end: float, device: An
 
 def _load_inputs(video: Any, audio: Any, lyrics: Any) -> tuple[Path, Any, Any]:
     """Paths -> (video path, Audio at 16 kHz, Lyrics or None); objects pass through."""
-    from metamusic.audio import Audio, load_audio
-    from metamusic.lyrics import Lyrics, clip_to_duration, read_lyrics
+    from metamusic.song.audio import Audio, load_audio
+    from metamusic.song.lyrics import Lyrics, clip_to_duration, read_lyrics
 
     if not isinstance(audio, Audio):
         audio = load_audio(audio, sample_rate=16000)
@@ -428,8 +428,8 @@ def evaluate(
 
     ``segments``: storyboard Segments of the run (else lyric intervals or 2 s windows).
     """
-    from metamusic.timeline import detect_beats
-    from metamusic.video import probe, read_frames
+    from metamusic.media.video import probe, read_frames
+    from metamusic.song.timeline import detect_beats
 
     if every < 1 or batch < 1:
         raise InputError(f"--every and --batch must be >= 1, got {every} and {batch}")
@@ -676,12 +676,12 @@ def _resolve(args: argparse.Namespace) -> _Plan:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``evaluate.py``: validate inputs, load CLIP and Wav2CLIP, score the video, write the report."""
-    from metamusic.audio import load_audio, probe_audio
     from metamusic.devices import resolve_device
-    from metamusic.lyrics import clip_to_duration, read_lyrics
+    from metamusic.media.video import probe
     from metamusic.models.checkpoint_io import check_model_file
     from metamusic.models.clip import resolve_clip_path
-    from metamusic.video import probe
+    from metamusic.song.audio import load_audio, probe_audio
+    from metamusic.song.lyrics import clip_to_duration, read_lyrics
 
     args = build_parser().parse_args(argv)
     if args.every < 1:

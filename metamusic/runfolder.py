@@ -33,7 +33,7 @@ import yaml
 from metamusic.config import Config
 from metamusic.errors import InputError
 from metamusic.files import atomic_path, atomic_write_text
-from metamusic.timeline import Segment
+from metamusic.song.timeline import Segment
 
 # Settings that change how a run is reported or where it runs, not what it renders.
 _COSMETIC = {

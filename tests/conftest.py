@@ -27,7 +27,7 @@ def tiny_models(tmp_path_factory) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def song_wav(tmp_path_factory) -> Path:
     """A 6 s synthetic song with clear beats at 120 bpm, as a 22.05 kHz wav."""
-    from metamusic.audio import synth_song, write_wav
+    from metamusic.song.audio import synth_song, write_wav
 
     path = tmp_path_factory.mktemp("song") / "song.wav"
     mono = synth_song(6.0, sample_rate=22050, bpm=120, seed=1)

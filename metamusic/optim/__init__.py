@@ -11,7 +11,12 @@ from metamusic.optim.augments import (
     build_augments,
     method_augments,
 )
-from metamusic.optim.cutouts import CUT_METHODS, latest_reference, make_cutouts, resample
+from metamusic.optim.cutouts import (
+    CUT_METHODS,
+    latest_reference,
+    make_cutouts,
+    resample,
+)
 from metamusic.optim.init import clamp_latent, noise_image, random_latent, z_bounds
 from metamusic.optim.optimisers import OPTIMISERS, build_optimiser
 from metamusic.optim.prompts import (

@@ -16,7 +16,7 @@ from typing import Callable
 import torch
 import yaml
 
-from metamusic.models.vqgan import GUMBEL_TARGET, VQMODEL_TARGET, VQGAN, VQGANConfig
+from metamusic.models.vqgan import GUMBEL_TARGET, VQGAN, VQMODEL_TARGET, VQGANConfig
 
 LIGHTNING_CALLBACK_MODULE = "pytorch_lightning.callbacks.model_checkpoint"
 

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from metamusic.errors import InputError
-from metamusic.lyrics import (
+from metamusic.song.lyrics import (
     FORMATS,
     LyricLine,
     Lyrics,
@@ -22,7 +22,7 @@ from metamusic.lyrics import (
     read_lyrics,
 )
 
-LYRICS_DIR = Path(__file__).resolve().parents[1] / "lyrics"
+LYRICS_DIR = Path(__file__).resolve().parents[2] / "lyrics"
 
 # The shipped example song: the same seven sung lines in every format but M2V.
 SONG = [
@@ -209,7 +209,7 @@ def test_over_long_line_kept_intact():
 
 
 def test_empty_text_lines_dropped_with_warning(caplog):
-    with caplog.at_level(logging.WARNING, logger="metamusic.lyrics"):
+    with caplog.at_level(logging.WARNING, logger="metamusic.song.lyrics"):
         lyrics = parse_lyrics("[00:01.00]a\n[00:02.00]\n[00:03.00]  <00:03.50>  \n[00:04.00]d\n", source="x.lrc")
     assert timeline(lyrics) == [(1.0, "a"), (4.0, "d")]
     assert "x.lrc:2:" in caplog.text and "x.lrc:3:" in caplog.text
@@ -307,7 +307,7 @@ def test_clip_to_duration_drops_late_lines_and_clamps_ends(caplog):
         lines=(LyricLine(1.0, "a", 2.0, 1), LyricLine(3.0, "b", 9.0, 2), LyricLine(5.0, "late", None, 3)),
         path=Path("x.srt"), format="srt",
     )
-    with caplog.at_level(logging.WARNING, logger="metamusic.lyrics"):
+    with caplog.at_level(logging.WARNING, logger="metamusic.song.lyrics"):
         clipped = clip_to_duration(lyrics, 5.0)
     assert [(ln.start, ln.end, ln.text) for ln in clipped.lines] == [(1.0, 2.0, "a"), (3.0, 5.0, "b")]
     assert "x.srt:3:" in caplog.text and "'late'" in caplog.text

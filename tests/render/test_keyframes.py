@@ -8,25 +8,26 @@ import pytest
 import torch
 
 from metamusic.errors import InputError
-from metamusic.keyframes import (
-    ease,
-    interpolate_latents,
-    interpolation_position,
-    keyframe_centres,
-    keyframe_start_latent,
-    lerp,
-    optimise_keyframes,
-    render_keyframe_video,
-    render_keyframes,
-    segment_frame_ranges,
-    slerp,
-)
 from metamusic.ops import vector_quantize
 from metamusic.optim.batched import BatchedStepper
 from metamusic.optim.init import random_latent
+from metamusic.optim.interpolate import (
+    ease,
+    interpolate_latents,
+    interpolation_position,
+    lerp,
+    slerp,
+)
+from metamusic.optim.keyframes import keyframe_start_latent, optimise_keyframes
 from metamusic.optim.prompts import Target
 from metamusic.optim.stepper import StepConfig, Stepper, optimise_segment, step_seed
-from metamusic.timeline import Segment
+from metamusic.render.keyframe_mode import (
+    keyframe_centres,
+    render_keyframe_video,
+    render_keyframes,
+    segment_frame_ranges,
+)
+from metamusic.song.timeline import Segment
 
 SIZE = 32  # pixels; the tiny VQGAN has factor 4, so latents are (1, 8, 8, 8)
 GRID = (SIZE // 4, SIZE // 4)
@@ -342,8 +343,8 @@ def test_segment_frame_ranges_cover_every_frame_once():
 
 
 def test_render_keyframe_video_writes_round_duration_times_fps_frames(models, tmp_path):
+    from metamusic.media.video import count_video_frames, read_frames
     from metamusic.runfolder import RunFolder
-    from metamusic.video import count_video_frames, read_frames
 
     vqgan, _ = models
     segments = [seg(0, 0.0, 0.37), seg(1, 0.37, 0.38), seg(2, 0.38, 0.9), seg(3, 0.9, 1.3)]
@@ -363,7 +364,7 @@ def test_render_keyframe_video_writes_round_duration_times_fps_frames(models, tm
     assert counts == [ranges[i][1] - ranges[i][0] for i in (0, 2, 3)]
     assert sum(counts) == 39
     # The first frame holds keyframe 0 (it lies before keyframe 0's time); the last holds keyframe 3.
-    from metamusic.keyframes import decode_frames
+    from metamusic.optim.keyframes import decode_frames
 
     def to_bytes(img: torch.Tensor):
         return (img[0].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy().astype(int)

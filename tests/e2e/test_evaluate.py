@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from metamusic import evaluate as ev
 from metamusic.errors import InputError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FPS = 10
 SIZE = 48  # frame side in pixels (even, and not CLIP's input size so the resize is exercised)
 SONG_SECONDS = 4.0
@@ -66,8 +66,8 @@ def models(tiny_models):
 @pytest.fixture(scope="module")
 def media(tmp_path_factory) -> dict[str, Path]:
     """A 4 s song, a 4 s video with that song muxed in, the same video cut 1 s short, a lyric file."""
-    from metamusic.audio import synth_song, write_wav
-    from metamusic.video import FrameWriter, mux_audio
+    from metamusic.media.video import FrameWriter, mux_audio
+    from metamusic.song.audio import synth_song, write_wav
 
     d = tmp_path_factory.mktemp("eval_media")
     song = write_wav(d / "song.wav", synth_song(SONG_SECONDS, sample_rate=16000, seed=3), 16000)
@@ -138,7 +138,7 @@ def test_largest_jump_finds_the_cut():
 
 
 def test_segments_from_lyrics_windows_and_frame_owners():
-    from metamusic.lyrics import parse_lyrics
+    from metamusic.song.lyrics import parse_lyrics
 
     segs = ev.lyric_segments(parse_lyrics(LYRICS), SONG_SECONDS)
     assert [(s.start, s.end, s.kind, s.text) for s in segs] == [
@@ -157,8 +157,8 @@ def test_segments_from_lyrics_windows_and_frame_owners():
 
 
 def test_driver_matches_hand_computed_scores(models, media):
-    from metamusic.audio import load_audio
-    from metamusic.video import read_frames
+    from metamusic.media.video import read_frames
+    from metamusic.song.audio import load_audio
 
     perceptor, wav2clip = models
     result = ev.evaluate(media["video"], media["song"], media["lyrics"], perceptor, wav2clip, batch=7)
@@ -234,7 +234,7 @@ def test_cli_writes_csv_json_and_plot(tiny_models, media, tmp_path):
 def test_cli_reads_a_run_folder(tiny_models, media, tmp_path):
     from metamusic.config import Config
     from metamusic.runfolder import RunFolder
-    from metamusic.timeline import Segment
+    from metamusic.song.timeline import Segment
 
     config = Config()
     config.music.audio = str(media["song"])

@@ -31,9 +31,9 @@ from typing import Any
 
 import numpy as np
 
-from metamusic.audio import Audio
 from metamusic.errors import InputError
-from metamusic.lyrics import LyricLine, Lyrics
+from metamusic.song.audio import Audio
+from metamusic.song.lyrics import LyricLine, Lyrics
 
 KINDS = ("text", "audio", "fused")
 MODES = ("m2v", "fused")

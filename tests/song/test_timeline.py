@@ -1,4 +1,4 @@
-"""Tests for metamusic.timeline: segment coverage, lyric assignment, steps and the frame schedule."""
+"""Tests for metamusic.song.timeline: segment coverage, lyric assignment, steps and the frame schedule."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from metamusic.audio import Audio
 from metamusic.errors import InputError
-from metamusic.lyrics import LyricLine, Lyrics
-from metamusic.timeline import (
+from metamusic.song.audio import Audio
+from metamusic.song.lyrics import LyricLine, Lyrics
+from metamusic.song.timeline import (
     FrameSpan,
     Segment,
     beat_segments,

@@ -13,7 +13,7 @@ import pytest
 
 from metamusic.errors import InputError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RUNNER = ROOT / "experiments" / "run.py"
 LYRICS = ("timestamp,text\n00:01,a red sunrise over the hills\n00:03,the deep blue ocean\n"
           "00:04,a green forest at night\n")

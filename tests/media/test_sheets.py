@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from metamusic.sheets import contact_sheet, panel_caption, shorten, timeline_plot
+from metamusic.media.sheets import contact_sheet, panel_caption, shorten, timeline_plot
 
 
 def _panels(n: int, size: int = 48):

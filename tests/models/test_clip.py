@@ -10,7 +10,12 @@ from pathlib import Path
 import open_clip
 import pytest
 import torch
-from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg, build_model_from_openai_state_dict
+from open_clip.model import (
+    CLIP,
+    CLIPTextCfg,
+    CLIPVisionCfg,
+    build_model_from_openai_state_dict,
+)
 
 from metamusic.errors import CheckpointError
 from metamusic.models import clip as clip_mod

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FPS = 10
 SONG_SECONDS = 6.0
 
@@ -38,7 +38,7 @@ def lyrics_csv(tmp_path_factory) -> Path:
 
 
 def assert_song_length(video: Path, duration: float) -> None:
-    from metamusic.video import probe
+    from metamusic.media.video import probe
 
     info = probe(video)
     assert info.has_audio, f"{video} has no audio stream"
@@ -47,7 +47,7 @@ def assert_song_length(video: Path, duration: float) -> None:
 
 
 def frame_hashes(video: Path) -> list[str]:
-    from metamusic.video import read_frames
+    from metamusic.media.video import read_frames
 
     return [hashlib.sha256(f.tobytes()).hexdigest() for f in read_frames(video)]
 
@@ -168,8 +168,8 @@ def test_gumbel_vqgan_with_init_noise_renders(tiny_models, song_wav, tmp_path):
 
 
 def test_plain_prompts_without_a_song_change_story_phrases(tiny_models, tmp_path):
+    from metamusic.media.video import probe
     from metamusic.runfolder import RunFolder
-    from metamusic.video import probe
 
     flags = [f for f in model_flags(tiny_models)]
     out = tmp_path / "plain.png"
@@ -195,7 +195,7 @@ def test_vqgan_clip_flags_and_motion_interpolated_output(tiny_models, song_wav, 
                                       "-cutm", "nrupdated", "-aug", "Ji", "Sh", "Gn", "-ofps", "20",
                                       "-o", str(out)], tmp_path)
     assert proc.returncode == 0, proc.stderr
-    from metamusic.video import probe
+    from metamusic.media.video import probe
 
     info = probe(out)
     assert info.video_frames == round(SONG_SECONDS * 20) and info.has_audio

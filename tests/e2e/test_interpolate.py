@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-from test_generate import FPS, LYRICS, SONG_SECONDS, assert_song_length, model_flags, run_script
+from test_generate import (
+    FPS,
+    LYRICS,
+    SONG_SECONDS,
+    assert_song_length,
+    model_flags,
+    run_script,
+)
 
 
 def test_interpolate_segments_match_their_audio_and_the_song(tiny_models, song_wav, tmp_path):
-    from metamusic.lyrics import read_lyrics
+    from metamusic.media.video import probe
     from metamusic.runfolder import RunFolder
-    from metamusic.video import probe
+    from metamusic.song.lyrics import read_lyrics
 
     lyrics = tmp_path / "lyrics.csv"
     lyrics.write_text(LYRICS, encoding="utf-8")

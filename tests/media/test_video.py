@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from metamusic import video
 from metamusic.errors import InputError, MetaMusicError
+from metamusic.media import video
 
 W, H, FPS = 64, 48, 10
 

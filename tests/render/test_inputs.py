@@ -14,7 +14,7 @@ from typing import Callable
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SONG_SECONDS = 6.0
 
 
@@ -33,7 +33,7 @@ def no_models(monkeypatch):
 
 
 def ffmpeg(*args: str) -> None:
-    from metamusic.video import ffmpeg_exe
+    from metamusic.media.video import ffmpeg_exe
 
     subprocess.run([ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-y", *args], check=True)
 
@@ -164,7 +164,8 @@ def test_unreadable_audio_exits_2(tiny_models, song_wav, tmp_path, capsys, monke
     """Running as root, file modes cannot make a file unreadable: make the open itself fail."""
     import builtins
 
-    from metamusic import audio, cli
+    from metamusic import cli
+    from metamusic.song import audio
 
     real_open = builtins.open
 

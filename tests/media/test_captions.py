@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import ImageFont
 
-from metamusic.captions import (
+from metamusic.errors import InputError
+from metamusic.media.captions import (
     CaptionStyle,
     add_soft_subtitles,
     caption_intervals,
@@ -23,8 +24,7 @@ from metamusic.captions import (
     wrap_caption,
     write_srt,
 )
-from metamusic.errors import InputError
-from metamusic.lyrics import parse_lyrics
+from metamusic.song.lyrics import parse_lyrics
 
 H, W = 96, 128
 

@@ -6,10 +6,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_generate import (
+    FPS,
+    LYRICS,
+    SONG_SECONDS,
+    assert_song_length,
+    model_flags,
+    run_script,
+)
 
-from test_generate import FPS, LYRICS, SONG_SECONDS, assert_song_length, model_flags, run_script
-
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def flags(size=("64", "48")) -> list[str]:
@@ -31,8 +37,8 @@ def captioned(tiny_models, song_wav, tmp_path_factory):
 
 
 def test_burned_captions_change_only_the_caption_area_while_a_lyric_is_active(captioned):
-    from metamusic.lyrics import read_lyrics
-    from metamusic.video import read_frames
+    from metamusic.media.video import read_frames
+    from metamusic.song.lyrics import read_lyrics
 
     out, lyrics_path = captioned
     assert_song_length(out, SONG_SECONDS)
@@ -54,9 +60,9 @@ def test_burned_captions_change_only_the_caption_area_while_a_lyric_is_active(ca
 
 
 def test_soft_captions_srt_parses_back_and_mp4_has_a_subtitle_stream(captioned):
-    from metamusic.captions import parse_srt
-    from metamusic.lyrics import read_lyrics
-    from metamusic.video import probe
+    from metamusic.media.captions import parse_srt
+    from metamusic.media.video import probe
+    from metamusic.song.lyrics import read_lyrics
 
     out, lyrics_path = captioned
     cues = parse_srt(out.with_suffix(".srt").read_text(encoding="utf-8"))
@@ -83,8 +89,8 @@ def test_storyboard_sheet_has_one_panel_per_segment_and_timeline_exists(captione
 
 
 def test_preview_renders_the_whole_song_fast(tiny_models, tmp_path):
-    from metamusic.audio import synth_song, write_wav
     from metamusic.runfolder import RunFolder
+    from metamusic.song.audio import synth_song, write_wav
 
     song = write_wav(tmp_path / "ten.wav", synth_song(10.0, 16000, seed=4), 16000)
     out = tmp_path / "v.mp4"

@@ -21,7 +21,7 @@ Glyph coverage
 
 Soft subtitles
     :func:`write_srt` / :func:`parse_srt` write and read SubRip; :func:`caption_intervals` turns a
-    :class:`~metamusic.lyrics.Lyrics` into caption intervals; :func:`add_soft_subtitles` copies a
+    :class:`~metamusic.song.lyrics.Lyrics` into caption intervals; :func:`add_soft_subtitles` copies a
     video's streams and adds the SRT as a ``mov_text`` subtitle stream (mp4/mov containers).
 """
 
@@ -43,7 +43,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from metamusic.errors import InputError, MetaMusicError
 from metamusic.files import atomic_path, atomic_write_text
-from metamusic.lyrics import Lyrics
+from metamusic.song.lyrics import Lyrics
 
 __all__ = [
     "CaptionStyle",
@@ -388,7 +388,7 @@ def parse_srt(text: str, source: str = "<srt>") -> list[tuple[float, float, str]
 def caption_intervals(lyrics: Lyrics, duration: float) -> list[tuple[float, float, str]]:
     """``(start, end, text)`` per lyric line: shown from its start to its own end when set, else
     to the next line's start (the last to the song's end); never past the next line's start or
-    the song's end, so at most one caption shows at a time (as :func:`metamusic.lyrics.active_line_at`).
+    the song's end, so at most one caption shows at a time (as :func:`metamusic.song.lyrics.active_line_at`).
     """
     if not (math.isfinite(duration) and duration > 0):
         raise ValueError(f"song duration must be a positive number of seconds, got {duration!r}")
@@ -433,7 +433,7 @@ def add_soft_subtitles(
     ISO 639-2 code. ``out`` may equal ``video``: the result is written to a temporary file and
     renamed onto ``out`` only when ffmpeg succeeded.
     """
-    from metamusic.video import ffmpeg_exe
+    from metamusic.media.video import ffmpeg_exe
 
     video, srt, out = Path(video), Path(srt), Path(out)
     for p, what in ((video, "video"), (srt, "subtitle file")):

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FPS = 10
 LYRICS = ("timestamp,text\n00:01,a red sunrise over the hills\n00:03,the deep blue ocean\n"
           "00:04,a green forest at night\n")
@@ -44,7 +44,7 @@ def run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
 
 
 def frame_hashes(video: Path) -> list[str]:
-    from metamusic.video import read_frames
+    from metamusic.media.video import read_frames
 
     return [hashlib.sha256(f.tobytes()).hexdigest() for f in read_frames(video)]
 
@@ -87,7 +87,7 @@ class Reference:
 
     def __getitem__(self, key: str):
         if self._data is None:
-            from metamusic.video import probe
+            from metamusic.media.video import probe
 
             code = self._proc.wait(timeout=600)
             self._err.seek(0)
@@ -146,7 +146,7 @@ def interrupt_mid_segment(cmd: list[str], cwd: Path, run_dir: Path, sig: int) ->
 
 
 def assert_equals_reference(out: Path, run_dir: Path, reference: dict) -> None:
-    from metamusic.video import probe
+    from metamusic.media.video import probe
 
     assert frame_hashes(out) == reference["frames"], "resumed video's frames differ from the uninterrupted run"
     assert [frame_hashes(p) for p in segment_files(run_dir)] == reference["segments"]
@@ -310,7 +310,7 @@ def test_cosmetic_settings_are_not_differences(tmp_path):
 
 def test_clear_from_drops_later_segments_and_partial_writes(tmp_path):
     from metamusic.runfolder import RunFolder
-    from metamusic.timeline import Segment
+    from metamusic.song.timeline import Segment
 
     run = RunFolder(tmp_path / "r.run")
     run.create()
@@ -364,7 +364,7 @@ def test_storyboard_times_cannot_be_edited(tmp_path):
     from metamusic.errors import InputError
     from metamusic.render import _checked_storyboard
     from metamusic.runfolder import RunFolder
-    from metamusic.timeline import Segment
+    from metamusic.song.timeline import Segment
 
     planned = [Segment(i, i * 0.5, (i + 1) * 0.5, 2, "audio", None, None, 0.0, 1.0, i * 0.5, (i + 1) * 0.5)
                for i in range(3)]

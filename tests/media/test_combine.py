@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from metamusic import combine, video
 from metamusic.errors import InputError
+from metamusic.media import combine, video
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "combine_mp4.py"
 W, H, FPS = 64, 48, 10
 FRAMES_PER_SEGMENT = 2

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from metamusic import video
 from metamusic.errors import InputError
+from metamusic.media import video
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,15 @@ import numpy as np
 import pytest
 import soundfile
 
-from metamusic.audio import Audio, AudioInfo, load_audio, probe_audio, synth_song, write_wav
 from metamusic.errors import InputError
+from metamusic.song.audio import (
+    Audio,
+    AudioInfo,
+    load_audio,
+    probe_audio,
+    synth_song,
+    write_wav,
+)
 
 SOURCE_RATE = 44100
 SECONDS = 1.5
@@ -174,12 +181,12 @@ def test_unreadable_file(stereo_wav, tmp_path):
 
 
 def test_permission_error_is_reported_even_as_root(stereo_wav, monkeypatch):
-    import metamusic.audio
+    import metamusic.song.audio
 
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(metamusic.audio, "open", refuse, raising=False)
+    monkeypatch.setattr(metamusic.song.audio, "open", refuse, raising=False)
     with pytest.raises(InputError, match=re.escape(f"{stereo_wav}: cannot read the audio file (permission denied)")):
         load_audio(stereo_wav)
 
@@ -187,7 +194,7 @@ def test_permission_error_is_reported_even_as_root(stereo_wav, monkeypatch):
 def test_truncated_mp3_loads_partially_with_warning(encoded, tmp_path, caplog):
     path = tmp_path / "cut.mp3"
     path.write_bytes(encoded["mp3"].read_bytes()[:4000])
-    with caplog.at_level(logging.WARNING, logger="metamusic.audio"):
+    with caplog.at_level(logging.WARNING, logger="metamusic.song.audio"):
         audio = load_audio(path)
     assert 0 < audio.duration < 0.5
     assert str(path) in caplog.text and "truncated" in caplog.text

@@ -20,7 +20,7 @@ from metamusic.models.vqgan_loader import load_vqgan
 from metamusic.optim import StepConfig, Stepper, Target, random_latent, z_bounds
 from metamusic.optim.speed import decoder_checkpointing, sequence_first_attention
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "step.py"
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "step.py"
 CUTN = 6
 
 

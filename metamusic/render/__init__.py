@@ -42,7 +42,7 @@ from metamusic.config import Config
 from metamusic.errors import InputError, Interrupted, MetaMusicError
 from metamusic.files import atomic_path
 from metamusic.runfolder import RunFolder, config_differences
-from metamusic.timeline import Segment
+from metamusic.song.timeline import Segment
 
 log = logging.getLogger("metamusic")
 
@@ -57,8 +57,8 @@ class Inputs:
     """Validated inputs: the decoded song and lyrics, the output paths, the image size."""
 
     duration: float
-    audio: Any  # metamusic.audio.Audio at config.music.sample_rate, or None
-    lyrics: Any  # metamusic.lyrics.Lyrics or None
+    audio: Any  # metamusic.song.audio.Audio at config.music.sample_rate, or None
+    lyrics: Any  # metamusic.song.lyrics.Lyrics or None
     output: Path
     run_dir: Path
     size: tuple[int, int]
@@ -77,11 +77,11 @@ def output_paths(config: Config) -> tuple[Path, Path]:
 
 def check_inputs(config: Config) -> Inputs:
     """Validate files, sizes and device up front; raise InputError naming the file and the problem."""
-    from metamusic.audio import load_audio, probe_audio
     from metamusic.devices import default_size
-    from metamusic.lyrics import clip_to_duration, read_lyrics
     from metamusic.models.checkpoint_io import check_model_file
     from metamusic.models.vqgan_loader import read_vqgan_config
+    from metamusic.song.audio import load_audio, probe_audio
+    from metamusic.song.lyrics import clip_to_duration, read_lyrics
 
     music = config.music
     if music.audio is None and not config.prompts.prompts and not config.prompts.image_prompts:
@@ -176,7 +176,7 @@ def _check_complete_audio(path: Path, announced: float, decoded: float) -> None:
 
 def _duration_is_estimated(path: Path) -> bool:
     """True when ffmpeg only estimates the file's duration from its bitrate (VBR mp3 without a header)."""
-    from metamusic.video import ffmpeg_exe
+    from metamusic.media.video import ffmpeg_exe
 
     proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", "file:" + os.path.abspath(path)],
                           stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace")
@@ -256,8 +256,8 @@ def _warn_disk_space(folder: Path, estimate: int) -> None:
 # 2. plan
 # ---------------------------------------------------------------------------------------------
 def plan(config: Config, inputs: Inputs) -> list[Segment]:
-    """The song's segments and what drives each (see metamusic.timeline)."""
-    from metamusic import timeline
+    """The song's segments and what drives each (see metamusic.song.timeline)."""
+    from metamusic.song import timeline
 
     music = config.music
     if inputs.audio is None:
@@ -360,7 +360,7 @@ def open_run(config: Config, inputs: Inputs, segments: list[Segment], *, resume:
 
 
 def _partial_name(path: Path) -> Path:
-    from metamusic.video import temp_path_for
+    from metamusic.media.video import temp_path_for
 
     return temp_path_for(path)
 
@@ -386,7 +386,7 @@ def _checked_storyboard(run: RunFolder, planned: list[Segment]) -> list[Segment]
 
 def _resumable_from(run: RunFolder, segments: list[Segment], fps: float) -> int:
     """Finished segments whose state is readable: a damaged last state is dropped and re-rendered."""
-    from metamusic.timeline import frame_schedule
+    from metamusic.song.timeline import frame_schedule
 
     frameless = {span.segment for span in frame_schedule(segments, fps) if span.n_frames == 0}
     start = run.finished_segments(limit=len(segments), frameless=frameless)
@@ -543,7 +543,7 @@ def _audio_16k(config: Config, inputs: Inputs) -> Any:
         return None
     if inputs.audio.sample_rate == 16000:
         return inputs.audio
-    from metamusic.audio import load_audio
+    from metamusic.song.audio import load_audio
 
     return load_audio(config.music.audio, sample_rate=16000)
 
@@ -619,9 +619,9 @@ def render_segments(config: Config, inputs: Inputs, run: RunFolder, segments: li
     """Optimise and write every segment from ``start`` on, saving a state after each one."""
     from tqdm import tqdm
 
+    from metamusic.media.video import FrameWriter
     from metamusic.optim.stepper import embed_image_prompt, optimise_segment, step_seed
-    from metamusic.timeline import frame_schedule
-    from metamusic.video import FrameWriter
+    from metamusic.song.timeline import frame_schedule
 
     device = torch.device(config.device)
     seed = int(config.seed)
@@ -742,7 +742,7 @@ def _save_png(path: Path, image: torch.Tensor) -> None:
 
 def write_timeline_sheet(run: RunFolder, inputs: Inputs, segments: list[Segment]) -> None:
     """timeline.png: the song's volume, beats, lyric markers and segment boundaries."""
-    from metamusic.sheets import timeline_plot
+    from metamusic.media.sheets import timeline_plot
 
     if inputs.audio is None:
         return
@@ -758,7 +758,7 @@ def write_contact_sheet(run: RunFolder, segments: list[Segment], upto: int) -> i
 
     Rewritten as segments finish (every segment for short songs, every 10th for long ones).
     """
-    from metamusic.sheets import contact_sheet, panel_caption
+    from metamusic.media.sheets import contact_sheet, panel_caption
 
     if upto < len(segments) - 1 and len(segments) > 50 and upto % 10:
         return 0
@@ -782,7 +782,7 @@ def write_contact_sheet(run: RunFolder, segments: list[Segment], upto: int) -> i
 # ---------------------------------------------------------------------------------------------
 def finish(config: Config, inputs: Inputs, run: RunFolder, segments: list[Segment]) -> Path:
     """Concatenate the segment videos in order, mux the song and write the output atomically."""
-    from metamusic.video import concat_videos
+    from metamusic.media.video import concat_videos
 
     videos = [run.segment_video(s.index) for s in segments if run.segment_video(s.index).exists()]
     audio = Path(config.music.audio) if config.music.audio else None
@@ -802,7 +802,7 @@ def finish(config: Config, inputs: Inputs, run: RunFolder, segments: list[Segmen
 
 
 def caption_style(config: Config) -> Any:
-    from metamusic.captions import CaptionStyle
+    from metamusic.media.captions import CaptionStyle
 
     o = config.output
     return CaptionStyle(font=o.caption_font, size_frac=o.caption_size, position=o.caption_position)
@@ -810,8 +810,12 @@ def caption_style(config: Config) -> Any:
 
 def _burn_captions(config: Config, inputs: Inputs) -> None:
     """Draw the active lyric on every frame of the final video (re-encoded, song copied)."""
-    from metamusic.captions import caption_intervals, caption_text_at, render_caption
-    from metamusic.video import FrameWriter, mux_audio, read_frames
+    from metamusic.media.captions import (
+        caption_intervals,
+        caption_text_at,
+        render_caption,
+    )
+    from metamusic.media.video import FrameWriter, mux_audio, read_frames
 
     intervals = caption_intervals(inputs.lyrics, inputs.duration)
     style = caption_style(config)
@@ -829,7 +833,11 @@ def _burn_captions(config: Config, inputs: Inputs) -> None:
 
 def _soft_captions(inputs: Inputs) -> None:
     """Write ``X.srt`` beside ``X.mp4`` and embed it as a soft subtitle track."""
-    from metamusic.captions import add_soft_subtitles, caption_intervals, write_srt
+    from metamusic.media.captions import (
+        add_soft_subtitles,
+        caption_intervals,
+        write_srt,
+    )
 
     srt = inputs.output.with_suffix(".srt")
     write_srt(caption_intervals(inputs.lyrics, inputs.duration), srt)
@@ -844,7 +852,7 @@ def _motion_interpolate(video: Path, fps: float, duration: float) -> None:
     """
     import subprocess
 
-    from metamusic.video import ffmpeg_exe
+    from metamusic.media.video import ffmpeg_exe
 
     with atomic_path(video) as tmp:
         cmd = [ffmpeg_exe(), "-nostdin", "-y", "-loglevel", "error", "-i", str(video),
@@ -899,7 +907,7 @@ def _generate(config: Config, *, resume: bool, force: bool, from_segment: int | 
     inputs = check_inputs(config)  # 1
     config.output.size = tuple(inputs.size)
     if config.output.captions in ("burn", "both") and inputs.lyrics is not None:
-        from metamusic.captions import check_lyrics_font
+        from metamusic.media.captions import check_lyrics_font
 
         check_lyrics_font(inputs.lyrics, config.output.caption_font)
     segments = plan(config, inputs)  # 2
@@ -913,7 +921,7 @@ def _generate(config: Config, *, resume: bool, force: bool, from_segment: int | 
         models = load_models(config, need_audio)  # 4
         targets = encode_targets(config, inputs, segments, models)  # 5
         if config.keyframes.enabled:  # 6, keyframe mode
-            from metamusic.keyframes import render_keyframes
+            from metamusic.render.keyframe_mode import render_keyframes
 
             kf = render_keyframes(config, inputs, run, segments, targets, models, log)
             stats = RenderStats(steps=kf["total_steps"], step_seconds=kf["step_seconds"],

@@ -1,0 +1,1 @@
+"""Everything written for people to watch: videos, captions, stitching and contact sheets."""

@@ -1,0 +1,1 @@
+"""The song and its words: audio decoding, lyric files, and the timeline of segments."""
