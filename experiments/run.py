@@ -41,7 +41,6 @@ import io
 import json
 import logging
 import math
-import re
 import shlex
 import shutil
 import subprocess
@@ -72,12 +71,11 @@ __all__ = [
     "comparison_figure",
     "evaluate_all",
     "keyframe_budget",
-    "keyframes_available",
     "main",
     "parse_options",
-    "parse_keyframe_log",
     "render_all",
     "render_one",
+    "steps_run",
     "results_csv",
     "results_markdown",
     "shared_flags",
@@ -124,10 +122,6 @@ PROTECTED = (
     "models.clip_model", "models.wav2clip_checkpoint", "models.checkpoints_dir", "models.trust_torchscript",
 )
 
-# The keyframe renderer logs "keyframe mode: K keyframes x N steps = T optimisation steps, F frames".
-_KEYFRAME_LOG = re.compile(r"keyframe mode:\s*(\d+)\s*keyframes?\s*x\s*(\d+)\s*steps?\s*=\s*(\d+)")
-
-
 # ---------------------------------------------------------------------------------------------
 # Pure helpers
 # ---------------------------------------------------------------------------------------------
@@ -138,12 +132,6 @@ def keyframe_budget(segment_steps: Sequence[int]) -> int:
     if not segment_steps:
         raise ValueError("no segments: cannot match a step budget")
     return max(1, round(sum(int(s) for s in segment_steps) / len(segment_steps)))
-
-
-def parse_keyframe_log(text: str) -> tuple[int, int, int] | None:
-    """(keyframes, steps per keyframe, total steps) from a render log's keyframe-mode line, else None."""
-    m = _KEYFRAME_LOG.search(text)
-    return (int(m.group(1)), int(m.group(2)), int(m.group(3))) if m else None
 
 
 def _last_line(text: str, limit: int = 160) -> str:
@@ -357,7 +345,7 @@ def check_inputs(options: Options) -> Checked:
     config.output.output = str(options.outdir / "results.mp4")
     config.output.run_dir = str(options.outdir)
     inputs = render.check_inputs(config)
-    steps = [s.steps for s in render.plan(config, inputs)]
+    steps = [s.steps for s in render.song_timeline(config, inputs)[0]]
     return Checked(config, inputs.audio, inputs.lyrics, steps, keyframe_budget(steps))
 
 
@@ -425,13 +413,6 @@ def build_experiments(options: Options, keyframe_steps: int) -> list[Experiment]
 # ---------------------------------------------------------------------------------------------
 
 
-def keyframes_available() -> bool:
-    """Whether this installation has the keyframe renderer (metamusic.render.keyframe_mode)."""
-    import importlib.util
-
-    return importlib.util.find_spec("metamusic.render.keyframe_mode") is not None
-
-
 def _record_path(exp: Experiment) -> Path:
     """render.json: the command, wall time and steps of a finished render (for --reuse)."""
     return exp.folder / "render.json"
@@ -462,31 +443,18 @@ def _reusable(exp: Experiment) -> dict[str, Any] | None:
     return None
 
 
-def _count_steps(exp: Experiment, log_text: str) -> int | None:
-    """Optimisation steps of a finished render: the keyframe log line, else the storyboard's steps."""
+def steps_run(exp: Experiment) -> int | None:
+    """Optimisation steps the render's tasks actually ran (run.json's totals), None if unknown."""
     from metamusic.runfolder import RunFolder
 
-    if exp.name == "keyframes":
-        parsed = parse_keyframe_log(log_text)
-        if parsed:
-            return parsed[2]
-    try:
-        segments = RunFolder(exp.run_dir).read_storyboard()
-    except Exception:  # noqa: BLE001 - a missing storyboard only leaves the column empty
-        return None
-    if exp.name == "keyframes":
-        return len(segments) * int(exp.argv[exp.argv.index("--keyframe_steps") + 1])
-    return sum(int(s.steps) for s in segments)
+    steps = RunFolder(exp.run_dir).read_info().get("totals", {}).get("steps")
+    return int(steps) if isinstance(steps, (int, float)) else None
 
 
 def render_one(exp: Experiment, reuse: bool = False) -> Experiment:
     """Render one configuration in a subprocess (argument list, output to render.log); fill status."""
     from metamusic.files import atomic_write_text
 
-    if exp.name == "keyframes" and not keyframes_available():
-        exp.status = "skipped"
-        exp.note = "keyframe mode is not in this installation yet (no metamusic.render.keyframe_mode): not rendered"
-        return exp
     if reuse and (rec := _reusable(exp)) is not None:
         exp.status, exp.render_seconds, exp.steps = "ok", float(rec["seconds"]), rec.get("steps")
         exp.note = "reused the earlier render (--reuse)"
@@ -511,14 +479,8 @@ def render_one(exp: Experiment, reuse: bool = False) -> Experiment:
         exp.note = f"render exit {proc.returncode}: {_last_line(text)} (see {exp.name}/render.log)"
         log.warning("%s: %s", exp.name, exp.note)
         return exp
-    if exp.name == "keyframes" and "keyframe mode" not in text:
-        exp.status = "skipped"
-        exp.note = ("the renderer ignored --keyframes (no 'keyframe mode' line in render.log): "
-                    "keyframe mode is not hooked into render.generate yet; not scored")
-        log.warning("%s: %s", exp.name, exp.note)
-        return exp
     exp.status = "ok"
-    exp.steps = _count_steps(exp, text)
+    exp.steps = steps_run(exp)
     atomic_write_text(_record_path(exp), json.dumps({"key": _reuse_key(exp.argv), "status": "ok", "seconds":
                                                      exp.render_seconds, "steps": exp.steps}, indent=2) + "\n")
     log.info("%s: rendered in %.1f s (%s steps)", exp.name, exp.render_seconds, exp.steps)

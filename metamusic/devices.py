@@ -55,3 +55,12 @@ def default_size(device: torch.device) -> tuple[int, int]:
         if total >= 8:
             return (384, 384)
     return (256, 256)
+
+
+def check_device(name: str) -> torch.device:
+    """The device a configuration names (e.g. a resumed run folder's), InputError if it is not here."""
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise InputError(f"device {name!r}: not a device name (e.g. cuda:0, cpu)") from None
+    return _checked(dev, "-gid")

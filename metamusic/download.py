@@ -12,7 +12,6 @@ models; with no names it fetches what the README's main command needs.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import http.client
 import os
 import re
@@ -28,6 +27,7 @@ from typing import Sequence
 from tqdm import tqdm
 
 from metamusic.errors import InputError, MetaMusicError
+from metamusic.files import replace_durably, sha256_of
 
 MIRROR_ENV = "METAMUSIC_MIRROR"
 DEFAULT_DEST = "checkpoints"
@@ -155,15 +155,6 @@ def source_url(file: ModelFile, mirror: str | None) -> str:
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise InputError(f"mirror {mirror!r} is not an http(s):// base URL")
     return f"{mirror.rstrip('/')}/{urllib.parse.quote(file.filename)}"
-
-
-def sha256_of(path: Path) -> str:
-    """Return the hex SHA-256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _looks_like_html(head: bytes) -> bool:
@@ -312,7 +303,7 @@ def download_file(
                 f"{url}: SHA-256 {actual} does not match the published {file.sha256}; "
                 "the file was deleted (a bad mirror?)"
             )
-    os.replace(part, final)
+    replace_durably(part, final)
     return final, True
 
 

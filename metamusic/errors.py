@@ -25,3 +25,8 @@ class Interrupted(MetaMusicError):
     """The user stopped a render (Ctrl-C); the message says how to resume it. Exit status 130."""
 
     exit_code = 130
+
+
+class DiskFull(MetaMusicError):
+    """The disk (or a file-size limit) ran out mid-render; the message names the folder and the
+    space the rest needs, and re-running the same command resumes. Exit status 1."""

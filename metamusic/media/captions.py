@@ -36,14 +36,16 @@ import subprocess
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from metamusic.errors import InputError, MetaMusicError
 from metamusic.files import atomic_path, atomic_write_text
-from metamusic.song.lyrics import Lyrics
+
+if TYPE_CHECKING:  # captions only read `lyrics.lines`; media does not depend on song at run time
+    from metamusic.song.lyrics import Lyrics
 
 __all__ = [
     "CaptionStyle",

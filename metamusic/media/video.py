@@ -29,6 +29,8 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from metamusic.errors import InputError, MetaMusicError
+from metamusic.files import replace_durably
+from metamusic.media.ffmpeg import exit_description, ffmpeg_exe, last_error_line, popen_ffmpeg, run_ffmpeg
 
 __all__ = [
     "ConcatResult",
@@ -44,43 +46,10 @@ __all__ = [
 ]
 
 AUDIO_BITRATE = "192k"
-_GENERIC_FFMPEG_LINES = (
-    "conversion failed!",
-    "exiting normally",
-    "error opening output files",
-    "error opening input files",
-    "at least one output file must be specified",
-)
 
 
 # ----------------------------------------------------------------------------------------------
 # ffmpeg plumbing
-
-
-def ffmpeg_exe() -> str:
-    """Path of the ffmpeg binary bundled with imageio-ffmpeg (no system ffmpeg is needed)."""
-    import imageio_ffmpeg
-
-    return imageio_ffmpeg.get_ffmpeg_exe()
-
-
-def _last_meaningful_line(stderr: str) -> str:
-    """The most specific line of ffmpeg's stderr: the last non-generic, non-empty one."""
-    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
-    for line in reversed(lines):
-        if not line.lower().startswith(_GENERIC_FFMPEG_LINES):
-            return re.sub(r"^\[[^\]]*@ 0x[0-9a-f]+\]\s*", "", line)
-    return lines[-1] if lines else "no error message"
-
-
-def _run_ffmpeg(args: Sequence[str], what: str) -> subprocess.CompletedProcess[bytes]:
-    """Run ffmpeg with ``args`` (no executable) and raise MetaMusicError naming ``what`` on failure."""
-    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", *args]
-    proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True)
-    if proc.returncode != 0:
-        stderr = proc.stderr.decode("utf-8", "replace")
-        raise MetaMusicError(f"ffmpeg failed while {what}: {_last_meaningful_line(stderr)}")
-    return proc
 
 
 def temp_path_for(path: Path) -> Path:
@@ -204,12 +173,12 @@ def _parse_probe(path: Path, stderr: str) -> MediaInfo:
 
 def count_video_frames(path: Path) -> int:
     """Number of frames of the first video stream (packets through a null muxer; exact for mp4/h264)."""
-    proc = _run_ffmpeg(
+    proc = run_ffmpeg(
         ["-nostats", "-loglevel", "error", "-progress", "pipe:1", "-i", str(path),
          "-map", "0:v:0", "-c", "copy", "-f", "null", "-"],
         f"counting the frames of {path}",
     )
-    frames = re.findall(r"^frame=(\d+)\s*$", proc.stdout.decode("utf-8", "replace"), flags=re.M)
+    frames = re.findall(r"^frame=(\d+)\s*$", proc.stdout, flags=re.M)
     if not frames:
         raise MetaMusicError(f"{path}: ffmpeg reported no frame count")
     return int(frames[-1])
@@ -220,12 +189,9 @@ def probe(path: Path | str, count_frames: bool = True) -> MediaInfo:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such file")
-    proc = subprocess.run(
-        [ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path)],
-        stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace",
-    )
+    proc = run_ffmpeg(["-i", str(path)], check=False)
     if "Input #0" not in proc.stderr:
-        raise InputError(f"{path}: not a readable media file ({_last_meaningful_line(proc.stderr)})")
+        raise InputError(f"{path}: not a readable media file ({last_error_line(proc.stderr)})")
     info = _parse_probe(path, proc.stderr)
     if count_frames and info.has_video:
         info.video_frames = count_video_frames(path)
@@ -282,14 +248,14 @@ class FrameWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._stderr = tempfile.TemporaryFile()
         cmd = [
-            ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
+            "-loglevel", "error", "-y",
             "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-framerate", rate,
             "-i", "pipe:0", "-an",
             "-c:v", "libx264", "-preset", str(preset), "-crf", str(int(crf)), "-pix_fmt", "yuv420p",
             "-r", rate, "-movflags", "+faststart", "-f", "mp4", str(self.temp_path),
         ]
         # Own session: a terminal Ctrl-C reaches Python, which then aborts ffmpeg itself.
-        self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._stderr,
+        self._proc = popen_ffmpeg(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._stderr,
                                       start_new_session=True)
         self._thread = threading.Thread(target=self._pump, name=f"FrameWriter({self.path.name})", daemon=True)
         self._thread.start()
@@ -333,7 +299,7 @@ class FrameWriter:
         return t.permute(1, 2, 0).contiguous().cpu().numpy().tobytes()  # (H, W, 3)
 
     def _raise_worker_error(self) -> None:
-        tail = self._stderr_tail() or f"ffmpeg exited with status {self._proc.poll()} ({self._error})"
+        tail = self._stderr_tail() or f"{exit_description(self._proc.poll())} ({self._error})"
         self._abort()
         raise MetaMusicError(f"ffmpeg stopped while writing {self.path}: {tail}")
 
@@ -344,7 +310,7 @@ class FrameWriter:
             pass
         self._stderr.seek(0)
         text = self._stderr.read().decode("utf-8", "replace")
-        return _last_meaningful_line(text) if text.strip() else ""
+        return last_error_line(text) if text.strip() else ""
 
     def write(self, frame: Any) -> None:
         """Queue one frame: a tensor (3, H, W) or (1, 3, H, W) in [0, 1] on any device, or uint8 (H, W, 3)."""
@@ -379,12 +345,12 @@ class FrameWriter:
             raise
         self._closed = True
         if returncode != 0 or self.frames_written == 0:
-            tail = self._stderr_tail() if returncode != 0 else "no frames were written"
+            tail = (self._stderr_tail() or exit_description(returncode)) if returncode != 0 else "no frames were written"
             self._closed = False
             self._abort()
             raise MetaMusicError(f"ffmpeg failed while writing {self.path}: {tail}")
         self._stderr.close()
-        os.replace(self.temp_path, self.path)
+        replace_durably(self.temp_path, self.path)
         return self.path
 
     def abort(self) -> None:
@@ -430,9 +396,9 @@ def read_frames(path: Path | str) -> Iterator[np.ndarray]:
         raise InputError(f"{path}: no video stream")
     width, height = info.width, info.height
     nbytes = width * height * 3
-    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-i", str(path), "-map", "0:v:0",
+    cmd = ["-loglevel", "error", "-i", str(path), "-map", "0:v:0",
            "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = popen_ffmpeg(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     stderr_chunks: list[bytes] = []
     drain = threading.Thread(target=lambda: stderr_chunks.append(proc.stderr.read()), daemon=True)
     drain.start()
@@ -446,7 +412,7 @@ def read_frames(path: Path | str) -> Iterator[np.ndarray]:
         drain.join()
         if returncode != 0:
             text = b"".join(stderr_chunks).decode("utf-8", "replace")
-            raise MetaMusicError(f"ffmpeg failed while decoding {path}: {_last_meaningful_line(text)}")
+            raise MetaMusicError(f"ffmpeg failed while decoding {path}: {last_error_line(text)}")
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -461,10 +427,10 @@ def extract_frame(path: Path | str, index: int) -> np.ndarray:
         raise InputError(f"{path}: no video stream")
     if index < 0:
         raise IndexError(f"frame index must be >= 0, got {index}")
-    proc = _run_ffmpeg(
+    proc = run_ffmpeg(
         ["-loglevel", "error", "-i", str(path), "-map", "0:v:0", "-vf", f"select=eq(n\\,{int(index)})",
          "-fps_mode", "passthrough", "-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"],
-        f"extracting frame {index} of {path}",
+        f"extracting frame {index} of {path}", text=False,
     )
     nbytes = info.width * info.height * 3
     if len(proc.stdout) < nbytes:
@@ -590,8 +556,8 @@ def concat_videos(
                 "-fps_mode", "cfr", "-r", rate, "-c:v", "libx264", "-preset", "medium", "-crf", "17",
             ]
         args += ["-frames:v", str(frames), "-movflags", "+faststart", "-f", "mp4", str(tmp)]
-        _run_ffmpeg(args, f"writing {out}")
-        os.replace(tmp, out)
+        run_ffmpeg(args, f"writing {out}")
+        replace_durably(tmp, out)
     except BaseException:
         _discard(tmp)
         raise

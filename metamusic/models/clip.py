@@ -9,7 +9,6 @@ only; their code is never run.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import warnings
@@ -22,6 +21,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor
 
+from metamusic import files
 from metamusic.errors import CheckpointError
 from metamusic.models.checkpoint_io import check_model_file, load_weights
 
@@ -99,11 +99,7 @@ def sha256_of(path: str | Path) -> str:
     stat = path.stat()
     key = (str(path), stat.st_size, stat.st_mtime_ns)
     if key not in _SHA_CACHE:
-        digest = hashlib.sha256()
-        with path.open("rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
-        _SHA_CACHE[key] = digest.hexdigest()
+        _SHA_CACHE[key] = files.sha256_of(path)
     return _SHA_CACHE[key]
 
 
@@ -455,7 +451,7 @@ def convert_to_safetensors(src: str | Path, dst: str | Path, trust_torchscript: 
     tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
     try:
         save_file(tensors, str(tmp), metadata={"format": "pt", "source": path.name})
-        os.replace(tmp, dst)
+        files.replace_durably(tmp, dst)
     finally:
         tmp.unlink(missing_ok=True)
     return dst

@@ -17,7 +17,15 @@ from metamusic.optim.stepper import (
     step_seed,
 )
 
-__all__ = ["KEYFRAME_START_STEP", "decode_frames", "keyframe_start_latent", "optimise_keyframes"]
+__all__ = [
+    "KEYFRAME_START_STEP",
+    "decode_frames",
+    "independent_start",
+    "keyframe_start_latent",
+    "optimise_keyframe_batch",
+    "optimise_keyframe_chain",
+    "optimise_keyframes",
+]
 
 KEYFRAME_START_STEP = -2  # step index whose seed draws an independent keyframe's start latent
 
@@ -64,40 +72,86 @@ def optimise_keyframes(
     if z0.ndim != 4 or z0.shape[0] != 1:
         raise InputError(f"starting latent must have shape (1, C, h, w), got {tuple(z0.shape)}")
     n = len(targets_per_segment)
-    keyframes: list[torch.Tensor] = []
     if not independent:
-        stepper = Stepper(decoder, perceptor, step_config, z0)
-        if z_init is not None:
-            with torch.no_grad():
-                stepper.z_init.copy_(z_init)
-        for k in range(n):
-            for i in range(steps):
-                result = stepper.step(targets_per_segment[k], step_seed(seed, k, i))
-                if on_step is not None:
-                    on_step(k, i, result)
-            keyframes.append(stepper.latent)
+        state = None if z_init is None else {"z": z0, "z_init": z_init}
+        keyframes, _ = optimise_keyframe_chain(decoder, perceptor, step_config, z0, targets_per_segment, 0, steps,
+                                               seed, state=state, on_step=on_step)
         return keyframes
-
-    from metamusic.optim.batched import BatchedStepper
-
-    grid = (z0.shape[2], z0.shape[3])
     codebook = decoder.codebook.to(z0.device)
-
-    def start(k: int) -> torch.Tensor:
-        if k == 0 or not fresh_starts:
-            return z0.detach()
-        return keyframe_start_latent(codebook, grid, seed, k).to(z0.device, z0.dtype)
-
+    keyframes: list[torch.Tensor] = []
     for first in range(0, n, batch):
         chunk = list(range(first, min(n, first + batch)))
-        stepper = BatchedStepper(decoder, perceptor, step_config, torch.cat([start(k) for k in chunk]))
-        for i in range(steps):
-            results = stepper.step([targets_per_segment[k] for k in chunk], [step_seed(seed, k, i) for k in chunk])
-            if on_step is not None:
-                for k, result in zip(chunk, results):
-                    on_step(k, i, result)
-        keyframes += list(stepper.latents.split(1))
+        starts = torch.cat([independent_start(codebook, z0, seed, k, fresh_starts) for k in chunk])
+        keyframes += optimise_keyframe_batch(decoder, perceptor, step_config, starts,
+                                             [targets_per_segment[k] for k in chunk], chunk, steps, seed,
+                                             on_step=on_step)
     return keyframes
+
+
+def independent_start(codebook: torch.Tensor, z0: torch.Tensor, seed: int, index: int, fresh: bool) -> torch.Tensor:
+    """Where independent keyframe ``index`` starts: z0 for keyframe 0 (or every keyframe when not
+    ``fresh``, e.g. with an init image), else :func:`keyframe_start_latent`. (1, C, h, w)"""
+    if index == 0 or not fresh:
+        return z0.detach()
+    grid = (z0.shape[2], z0.shape[3])
+    return keyframe_start_latent(codebook.to(z0.device), grid, seed, index).to(z0.device, z0.dtype)
+
+
+def optimise_keyframe_chain(
+    decoder: Any,
+    perceptor: Any,
+    step_config: StepConfig,
+    z0: torch.Tensor,
+    targets: Sequence[Sequence[Target]],
+    first: int,
+    steps: int,
+    seed: int,
+    *,
+    state: dict[str, Any] | None = None,
+    on_step: OnKeyframeStep | None = None,
+) -> tuple[list[torch.Tensor], dict[str, Any]]:
+    """Warm-started keyframes ``first``, ``first + 1``, ...: each continues from the one before.
+
+    Starts from ``state`` (a :meth:`Stepper.state_dict`, e.g. the previous keyframe's) or from
+    z0 with a fresh optimiser. Returns the keyframes and the state after the last one, so a
+    chain split into pieces gives the same latents as one run.
+    """
+    stepper = Stepper(decoder, perceptor, step_config, z0 if state is None else state["z"].to(z0.device))
+    if state is not None:
+        stepper.load_state_dict({k: v.to(z0.device) if isinstance(v, torch.Tensor) else v for k, v in state.items()})
+    keyframes = []
+    for j, keyframe_targets in enumerate(targets):
+        k = first + j
+        for i in range(steps):
+            result = stepper.step(keyframe_targets, step_seed(seed, k, i))
+            if on_step is not None:
+                on_step(k, i, result)
+        keyframes.append(stepper.latent)
+    return keyframes, stepper.state_dict()
+
+
+def optimise_keyframe_batch(
+    decoder: Any,
+    perceptor: Any,
+    step_config: StepConfig,
+    starts: torch.Tensor,
+    targets: Sequence[Sequence[Target]],
+    indices: Sequence[int],
+    steps: int,
+    seed: int,
+    *,
+    on_step: OnKeyframeStep | None = None,
+) -> list[torch.Tensor]:
+    """Independent keyframes ``indices`` from ``starts`` (B, C, h, w), optimised as one batch."""
+    from metamusic.optim.batched import BatchedStepper
+
+    stepper = BatchedStepper(decoder, perceptor, step_config, starts)
+    for i in range(steps):
+        results = stepper.step(list(targets), [step_seed(seed, k, i) for k in indices])
+        if on_step is not None:
+            for k, result in zip(indices, results):
+                on_step(k, i, result)
+    return list(stepper.latents.split(1))
 
 
 @torch.no_grad()

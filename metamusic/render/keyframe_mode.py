@@ -1,5 +1,9 @@
 """Keyframe mode: optimise one latent per segment, then render every frame by interpolation.
 
+Tasks: ``keyframes`` tasks optimise keyframe latents (a chain of one keyframe each when
+warm-started; fixed batches of ``--batch_keyframes`` when independent) and ``frames`` task i
+decodes the frames of segment i from its neighbouring keyframes i - 1, i, i + 1.
+
 The method of the "Making music videos with AI" write-up (CMU 16-726, 2022): instead of one
 optimisation step per video frame (Music2Video), each segment gets one keyframe latent
 optimised for ``N`` steps toward the segment's targets, and the frames between keyframes are
@@ -33,24 +37,40 @@ keyframes are close to each other, where slerp and lerp agree; slerp falls back 
 
 from __future__ import annotations
 
-import logging
-import time
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import torch
 
 from metamusic.errors import InputError
-from metamusic.optim.interpolate import INTERPOLATIONS, interpolate_latents
-from metamusic.optim.keyframes import _decode_quantised, _quantise, optimise_keyframes
-from metamusic.optim.prompts import Target
+from metamusic.media.video import FrameWriter
+from metamusic.optim.interpolate import interpolate_latents
+from metamusic.optim.keyframes import (
+    _decode_quantised,
+    _quantise,
+    decode_frames,
+    independent_start,
+    optimise_keyframe_batch,
+    optimise_keyframe_chain,
+)
 from metamusic.optim.stepper import StepResult, resolve_precision
+from metamusic.render.frame_mode import to_uint8
+from metamusic.render.plan import Task
+from metamusic.render.tasks import Context, TaskOutput
 from metamusic.song.timeline import Segment, frame_count, frame_schedule
+
+FRAME_BATCH = 4  # frames decoded per decoder call
 
 
 def keyframe_centres(segments: Sequence[Segment]) -> list[float]:
     """The time of each segment's keyframe: the segment's midpoint, in seconds (see module doc)."""
     return [(s.start + s.end) / 2 for s in segments]
 
+
+def keyframe_steps(ctx: Context) -> int:
+    """Optimisation steps per keyframe (capped by --preview_steps in a preview)."""
+    config = ctx.job.config
+    steps = int(config.keyframes.steps)
+    return min(steps, config.output.preview_steps) if config.output.preview else steps
 
 
 def segment_frame_ranges(segments: Sequence[Segment], fps: float, n_frames: int) -> list[tuple[int, int]]:
@@ -63,95 +83,89 @@ def segment_frame_ranges(segments: Sequence[Segment], fps: float, n_frames: int)
     return [(bounds[j], bounds[j + 1]) for j in range(len(spans))]
 
 
+def run_keyframes(ctx: Context, task: Task, inputs: dict[str, Any]) -> TaskOutput:
+    """Optimise the keyframes of ``task.segments``: warm-started from the previous one, or independent."""
+    job, device = ctx.job, ctx.device
+    plan, config = job.plan, job.config
+    steps = keyframe_steps(ctx)
+    vqgan, perceptor = ctx.models.vqgan, ctx.models.perceptor
+    targets = [job.targets[k] for k in task.segments]
+    z0 = job.z0.to(device)
+
+    def on_step(k: int, i: int, result: StepResult) -> None:
+        ctx.progress.step(task, k, k * steps + i, result)
+
+    if config.keyframes.independent:
+        fresh = not (config.prompts.init_image or config.prompts.init_noise)
+        starts = torch.cat([independent_start(vqgan.codebook, z0, plan.seed, k, fresh) for k in task.segments])
+        latents = optimise_keyframe_batch(vqgan, perceptor, job.step, starts, targets, task.segments, steps,
+                                          plan.seed, on_step=on_step)
+        chain_state = None
+    else:
+        previous = inputs.get("previous")
+        state = None if previous is None else {k: previous[k] for k in ("z", "z_init", "optimiser", "scaler")
+                                               if k in previous}
+        latents, chain_state = optimise_keyframe_chain(vqgan, perceptor, job.step, z0, targets, task.segments[0],
+                                                       steps, plan.seed, state=state, on_step=on_step)
+    output = TaskOutput(steps=steps * len(task.segments))
+    for k, z in zip(task.segments, latents):
+        state = {"segment": k, "z": z.detach().cpu(), "image": to_uint8(decode_frames(vqgan, z, job.step.precision))}
+        if chain_state is not None:  # the next keyframe continues from here
+            state.update({key: _cpu(value) for key, value in chain_state.items() if key != "z"})
+        output.states[f"keyframes/key_{k:05d}.pt"] = state
+    return output
+
+
+def _cpu(value: Any) -> Any:
+    return value.detach().cpu() if isinstance(value, torch.Tensor) else value
+
+
 @torch.no_grad()
-def render_keyframe_video(
-    decoder: Any,
-    keyframes: Sequence[torch.Tensor],
-    times: Sequence[float],
-    segments: Sequence[Segment],
-    fps: float,
-    duration: float,
-    run: Any,
-    size: tuple[int, int],
-    *,
-    method: str = "slerp",
-    easing: str = "smoothstep",
-    frame_batch: int = 4,
-    precision: str = "fp32",
-    crf: int = 17,
-    on_segment: Callable[[int, torch.Tensor | None], None] | None = None,
-    on_frames: Callable[[int], None] | None = None,
-) -> dict[str, int]:
-    """Write all round(duration * fps) frames, one video per segment at ``run.segment_video(i)``.
+def run_frames(ctx: Context, task: Task, inputs: dict[str, Any]) -> TaskOutput:
+    """Decode segment i's frames from keyframes i - 1, i, i + 1 and write its video.
 
     Frame f (time f / fps) is the interpolated latent at that time, quantised and decoded in
-    batches of ``frame_batch`` under no_grad; a frame whose codes equal the previous frame's
-    reuses its image (only the codes reach the decoder). Segment i owns the frames of
-    timeline.frame_schedule; a segment owning no frame gets no video. ``on_segment(i, last
-    image or None)`` runs after each segment. Returns {"frames", "decoded", "io_wait_seconds"}.
+    batches of FRAME_BATCH; a frame whose codes equal the previous frame's reuses its image.
     """
-    from metamusic.media.video import FrameWriter
-
-    if frame_batch < 1:
-        raise InputError(f"frame batch must be >= 1, got {frame_batch}")
-    total = frame_count(duration, fps)
-    stack = torch.cat([k if k.ndim == 4 else k[None] for k in keyframes])  # (K, C, h, w)
-    dtype = resolve_precision(precision, stack.device)
-    ranges = segment_frame_ranges(segments, fps, total)
+    job, device = ctx.job, ctx.device
+    plan, config = job.plan, job.config
+    i = task.segments[0]
+    n_frames = frame_count(plan.duration, plan.fps)
+    f0, f1 = segment_frame_ranges(plan.segments, plan.fps, n_frames)[i]
+    output = TaskOutput(frames=f1 - f0)
+    if f1 <= f0:
+        return output  # a segment shorter than a frame owns none
+    near = sorted(inputs["keyframes"])  # keyframe indices i - 1 .. i + 1 that exist
+    stack = torch.cat([inputs["keyframes"][k].to(device) for k in near])  # (K, C, h, w)
+    centres = keyframe_centres(plan.segments)
+    times = [centres[k] for k in near]
+    dtype = resolve_precision(job.step.precision, device)
+    video = ctx.scratch / f"segment_{i:05d}.mp4"
+    method = config.keyframes.interpolation
     prev_codes: torch.Tensor | None = None  # (1, C, h, w) quantised latent of the previous frame
     prev_image: torch.Tensor | None = None  # (1, 3, H, W)
-    written = decoded = 0
-    wait = 0.0
-    for seg, (f0, f1) in zip(segments, ranges):
-        if f1 <= f0:
-            if on_segment is not None:
-                on_segment(seg.index, None)
-            continue
-        with FrameWriter(run.segment_video(seg.index), fps, size, crf=crf) as writer:
-            for b0 in range(f0, f1, frame_batch):
-                frames = range(b0, min(f1, b0 + frame_batch))
-                z = interpolate_latents(stack, times, [f / fps for f in frames], method, easing)  # (T, C, h, w)
-                z_q = _quantise(decoder, z)  # (T, C, h, w)
-                slot: dict[int, int] = {}
-                new = []  # frames whose codes differ from the frame before them
-                for j in range(z_q.shape[0]):
-                    before = z_q[j - 1 : j] if j else prev_codes
-                    if before is None or not torch.equal(z_q[j : j + 1], before):
-                        new.append(j)
-                if new:
-                    images = _decode_quantised(decoder, z_q[new], dtype)  # (len(new), 3, H, W)
-                    slot = {j: r for r, j in enumerate(new)}
-                    decoded += len(new)
-                for j in range(z_q.shape[0]):
-                    if j in slot:
-                        prev_image = images[slot[j] : slot[j] + 1]  # (1, 3, H, W)
-                    writer.write(prev_image)
-                prev_codes = z_q[-1:]
-                written += z_q.shape[0]
-                if on_frames is not None:
-                    on_frames(z_q.shape[0])
-            wait += writer.wait_seconds
-        if on_segment is not None:
-            on_segment(seg.index, prev_image)
-    return {"frames": written, "decoded": decoded, "io_wait_seconds": wait}
+    with FrameWriter(video, plan.fps, plan.size, crf=config.output.crf) as writer:
+        for b0 in range(f0, f1, FRAME_BATCH):
+            frames = range(b0, min(f1, b0 + FRAME_BATCH))
+            z = interpolate_latents(stack, times, [f / plan.fps for f in frames], method)  # (T, C, h, w)
+            z_q = _quantise(ctx.models.vqgan, z)  # (T, C, h, w)
+            before = [prev_codes] + [z_q[j : j + 1] for j in range(z_q.shape[0] - 1)]
+            new = [j for j in range(z_q.shape[0]) if before[j] is None or not torch.equal(z_q[j : j + 1], before[j])]
+            slot = {j: r for r, j in enumerate(new)}
+            images = _decode_quantised(ctx.models.vqgan, z_q[new], dtype) if new else None  # (len(new), 3, H, W)
+            for j in range(z_q.shape[0]):
+                if j in slot:
+                    prev_image = images[slot[j] : slot[j] + 1]
+                writer.write(prev_image)
+            prev_codes = z_q[-1:]
+            ctx.progress.frames(task, z_q.shape[0])
+    output.files[f"segments/segment_{i:05d}.mp4"] = video
+    return output
 
 
-# ---------------------------------------------------------------------------------------------
-# Entry point for render.generate
-
-
-def render_keyframes(
-    config: Any, inputs: Any, run: Any, segments: Sequence[Segment], targets: Sequence[Sequence[Target]],
-    models: Any, log: logging.Logger,
-) -> dict[str, Any]:
-    """Keyframe mode of render.generate: optimise the keyframes, write every segment's video and state.
-
-    Returns {"keyframes", "steps_per_keyframe", "total_steps", "frames", "decoded_frames",
-    "step_seconds", "frame_seconds", "io_wait_seconds"}. Always renders every segment (no partial resume).
-    """
-    from tqdm import tqdm
-
-    from metamusic.render import initial_latent, step_config
+def check_keyframe_settings(config: Any) -> None:
+    """InputError for keyframe settings no render can use."""
+    from metamusic.optim.interpolate import INTERPOLATIONS
 
     kcfg = config.keyframes
     if kcfg.interpolation not in INTERPOLATIONS:
@@ -160,71 +174,3 @@ def render_keyframes(
         raise InputError(f"--keyframe_steps {kcfg.steps}: every keyframe needs at least one step")
     if kcfg.batch < 1:
         raise InputError(f"--batch_keyframes {kcfg.batch}: must be at least 1")
-    if kcfg.batch > 1 and not kcfg.independent:
-        log.warning("--batch_keyframes %d has no effect without --independent_keyframes "
-                    "(warm-started keyframes run one after another)", kcfg.batch)
-    fps = float(config.output.fps)
-    duration = float(inputs.duration) if inputs.audio is not None else float(segments[-1].end)
-    n_key, n_steps = len(segments), int(kcfg.steps)
-    n_frames = frame_count(duration, fps)
-    log.info("keyframe mode: %d keyframes x %d steps = %d optimisation steps, %d frames",
-             n_key, n_steps, n_key * n_steps, n_frames)
-
-    seed = int(config.seed)
-    device = torch.device(config.device)
-    z0 = initial_latent(config, inputs, models, torch.Generator().manual_seed(seed))
-    scfg = step_config(config)
-    steps_done = {"n": 0}
-    bar = tqdm(total=n_key * n_steps, desc="keyframes", unit="step", dynamic_ncols=True, disable=None)
-
-    def on_step(k: int, i: int, result: StepResult) -> None:
-        steps_done["n"] += 1
-        bar.update(1)
-        if config.output.save_every and (i % config.output.save_every == 0 or i == n_steps - 1):
-            log.debug("keyframe %d step %d loss %.4f", k, i, result.loss)
-
-    t0 = time.perf_counter()
-    try:
-        keyframes = optimise_keyframes(
-            models.vqgan, models.perceptor, scfg, z0.to(device), [list(t) for t in targets], n_steps, seed,
-            independent=kcfg.independent, batch=kcfg.batch,
-            fresh_starts=not (config.prompts.init_image or config.prompts.init_noise), on_step=on_step,
-        )
-    finally:
-        bar.close()
-    step_seconds = time.perf_counter() - t0
-
-    times = keyframe_centres(segments)
-    frames_bar = tqdm(total=n_frames, desc="frames", unit="frame", dynamic_ncols=True, disable=None)
-
-    def on_segment(index: int, last_image: torch.Tensor | None) -> None:
-        if last_image is None:
-            return  # a segment shorter than a frame: no video, so it does not count as finished
-        run.save_state(index, {"segment": index, "z": keyframes[index].detach().cpu(),
-                               "z_init": z0.detach().cpu(), "optimiser": None,
-                               "last_image": last_image.detach().cpu()})
-
-    t1 = time.perf_counter()
-    try:
-        out = render_keyframe_video(
-            models.vqgan, keyframes, times, segments, fps, duration, run, tuple(inputs.size),
-            method=kcfg.interpolation, precision=scfg.precision, crf=config.output.crf,
-            on_segment=on_segment, on_frames=frames_bar.update,
-        )
-    finally:
-        frames_bar.close()
-    frame_seconds = time.perf_counter() - t1
-    stats = {
-        "keyframes": n_key,
-        "steps_per_keyframe": n_steps,
-        "total_steps": steps_done["n"],
-        "frames": out["frames"],
-        "decoded_frames": out["decoded"],
-        "step_seconds": step_seconds,
-        "frame_seconds": frame_seconds,
-        "io_wait_seconds": out["io_wait_seconds"],
-    }
-    log.info("keyframe mode: %d keyframes x %d steps = %d optimisation steps (%.1f s), %d frames "
-             "(%d decoded, the rest repeat their predecessor's codes; %.1f s)",
-             n_key, n_steps, stats["total_steps"], step_seconds, stats["frames"], out["decoded"], frame_seconds)
-    return stats

@@ -24,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from metamusic.errors import InputError, MetaMusicError
+from metamusic.errors import InputError
+from metamusic.media.ffmpeg import run_ffmpeg
 
 log = logging.getLogger(__name__)
 
@@ -63,24 +64,14 @@ _LAYOUT_CHANNELS = {
 }
 
 
-def _ffmpeg() -> str:
-    """Path of the ffmpeg binary bundled with imageio-ffmpeg."""
-    try:
-        import imageio_ffmpeg
-
-        return imageio_ffmpeg.get_ffmpeg_exe()
-    except Exception as exc:  # missing package or binary: an installation problem
-        raise MetaMusicError(f"ffmpeg is not available ({exc}); reinstall imageio-ffmpeg") from None
-
-
 def _input_args(path: Path) -> list[str]:
     """ffmpeg input arguments that read exactly this local file (no URL, pipe or option parsing)."""
     return ["-protocol_whitelist", "file", "-i", "file:" + os.path.abspath(path)]
 
 
 def _run(args: list[str]) -> subprocess.CompletedProcess:
-    """Run ffmpeg with an argument list (never a shell string), capturing stdout and stderr."""
-    return subprocess.run([_ffmpeg(), "-nostdin", "-hide_banner", *args], capture_output=True, check=False)
+    """Run ffmpeg with an argument list (never a shell string), capturing stdout and stderr as bytes."""
+    return run_ffmpeg(args, check=False, text=False)
 
 
 def _check_file(path: Path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 
 import numpy as np
@@ -76,7 +78,8 @@ def test_soft_captions_srt_parses_back_and_mp4_has_a_subtitle_stream(captioned):
 def test_storyboard_sheet_has_one_panel_per_segment_and_timeline_exists(captioned):
     from PIL import Image
 
-    from metamusic.render import write_contact_sheet
+    from metamusic.render.finish import write_contact_sheet
+    from metamusic.render.plan import Plan
     from metamusic.runfolder import RunFolder
 
     out, _ = captioned
@@ -84,8 +87,9 @@ def test_storyboard_sheet_has_one_panel_per_segment_and_timeline_exists(captione
     for name in ("storyboard.png", "timeline.png"):
         with Image.open(run.root / name) as img:
             assert img.size[0] > 200 and len(np.unique(np.asarray(img.convert("L")))) > 10
-    segments = run.read_storyboard()
-    assert write_contact_sheet(run, segments, upto=len(segments) - 1) == len(segments)
+    segments = tuple(run.read_storyboard())
+    plan = Plan(segments, (), 10.0, 6.0, (32, 32), keyframes=False, seed=0)
+    assert write_contact_sheet(run, plan, upto=len(segments) - 1) == len(segments)
 
 
 def test_preview_renders_the_whole_song_fast(tiny_models, tmp_path):
@@ -113,6 +117,8 @@ def test_theme_and_prefix_compose_the_lyric_prompt():
 
 
 def test_keyframe_mode_frame_count_and_step_count(tiny_models, song_wav, tmp_path):
+    from metamusic.runfolder import RunFolder
+
     lyrics = tmp_path / "lyrics.csv"
     lyrics.write_text(LYRICS, encoding="utf-8")
     out = tmp_path / "v.mp4"
@@ -121,6 +127,19 @@ def test_keyframe_mode_frame_count_and_step_count(tiny_models, song_wav, tmp_pat
                       tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert_song_length(out, SONG_SECONDS)
-    line = next(l for l in proc.stderr.splitlines() if l.startswith("keyframe mode:"))
-    k, n, total = (int(x) for x in __import__("re").findall(r"(\d+) keyframes x (\d+) steps = (\d+)", line)[0])
-    assert n == 2 and total == k * n
+    run = RunFolder(tmp_path / "v.run")
+    k = len(run.read_storyboard())
+    info = json.loads(run.info_path.read_text())
+    assert info["totals"]["steps"] == info["this_run"]["steps_run"] == 2 * k  # every keyframe ran 2 steps
+    assert sum(1 for t in info["tasks"] if t.startswith("keyframes_")) == k
+    assert info["totals"]["frames"] == round(SONG_SECONDS * FPS)
+
+    # Re-running the finished render just to burn captions optimises nothing.
+    again = run_script("generate.py", ["-ap", str(song_wav), "-lyr", str(lyrics), *model_flags(tiny_models),
+                                       *flags(("32", "32")), "--keyframes", "--keyframe_steps", "2", "-o", str(out),
+                                       "--captions", "burn"], tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "0 steps run" in again.stderr
+    after = json.loads(run.info_path.read_text())
+    assert after["this_run"]["tasks_run"] == 0 and after["this_run"]["steps_run"] == 0
+    assert after["totals"] == info["totals"]

@@ -199,14 +199,15 @@ def formats(tmp_path_factory) -> dict[str, Path]:
 def test_every_format_rate_and_channel_count_is_accepted(fmt, formats, tiny_models, tmp_path):
     from metamusic.cli import parse_config
     from metamusic.config import Config
-    from metamusic.render import check_inputs, plan
+    from metamusic.render import check_inputs
+    from metamusic.render.plan import song_timeline
 
     out = tmp_path / "v.mp4"
     config, _ = parse_config(argv_of(base_flags(formats[fmt], tiny_models, out)), "generate.py", "", Config())
     inputs = check_inputs(config)
     assert inputs.audio.sample_rate == 16000
     assert inputs.duration == pytest.approx(1.0 if "192k" in fmt else 3.0, abs=0.06)
-    assert plan(config, inputs)[-1].end == pytest.approx(inputs.duration)
+    assert song_timeline(config, inputs)[0][-1].end == pytest.approx(inputs.duration)
     assert not out.exists() and not out.with_name("v.run").exists()  # checking writes nothing
 
 

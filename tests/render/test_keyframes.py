@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 import pytest
 import torch
 
@@ -23,8 +21,6 @@ from metamusic.optim.prompts import Target
 from metamusic.optim.stepper import StepConfig, Stepper, optimise_segment, step_seed
 from metamusic.render.keyframe_mode import (
     keyframe_centres,
-    render_keyframe_video,
-    render_keyframes,
     segment_frame_ranges,
 )
 from metamusic.song.timeline import Segment
@@ -342,27 +338,51 @@ def test_segment_frame_ranges_cover_every_frame_once():
     assert ranges[1][0] == ranges[1][1]  # a segment shorter than a frame owns none
 
 
-def test_render_keyframe_video_writes_round_duration_times_fps_frames(models, tmp_path):
+def _context(models, tmp_path, segments, keys=None, **keyframe_settings):
+    """A keyframe-mode task context on the tiny models (fps 30, 32x32)."""
+    from metamusic.config import Config
+    from metamusic.render.plan import Plan, plan_tasks
+    from metamusic.render.prepare import Models
+    from metamusic.render.tasks import Context, Job
+
+    vqgan, perceptor = models
+    config = Config()
+    config.seed = SEED
+    config.output.fps = 30.0
+    config.output.size = (SIZE, SIZE)
+    config.keyframes.enabled = True
+    config.keyframes.steps = 2
+    for k, v in keyframe_settings.items():
+        setattr(config.keyframes, k, v)
+    step = StepConfig(cutn=2, precision="fp32", augments=())
+    tasks = plan_tasks(len(segments), keyframes=True, independent=config.keyframes.independent,
+                       batch=config.keyframes.batch)
+    plan = Plan(tuple(segments), tuple(tasks), 30.0, segments[-1].end, (SIZE, SIZE), True, SEED)
+    job = Job(config, plan, make_targets(len(segments)), start_latent(vqgan), step)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir(exist_ok=True)
+    return Context(job, Models(vqgan, perceptor, None), torch.device("cpu"), scratch)
+
+
+def test_frames_tasks_write_round_duration_times_fps_frames(models, tmp_path):
     from metamusic.media.video import count_video_frames, read_frames
-    from metamusic.runfolder import RunFolder
+    from metamusic.render.keyframe_mode import run_frames
 
     vqgan, _ = models
     segments = [seg(0, 0.0, 0.37), seg(1, 0.37, 0.38), seg(2, 0.38, 0.9), seg(3, 0.9, 1.3)]
-    fps, duration = 30.0, 1.3
     keys = [keyframe_start_latent(vqgan.codebook, GRID, SEED, k) for k in range(4)]
-    run = RunFolder(tmp_path / "run")
-    run.create()
-    seen = []
-    out = render_keyframe_video(vqgan, keys, keyframe_centres(segments), segments, fps, duration, run,
-                                (SIZE, SIZE), frame_batch=3, on_segment=lambda i, img: seen.append((i, img is None)))
-    assert out["frames"] == round(duration * fps) == 39
-    assert 1 <= out["decoded"] <= 39
-    assert seen == [(0, False), (1, True), (2, False), (3, False)]
-    assert not run.segment_video(1).exists()  # owns no frame
-    counts = [count_video_frames(run.segment_video(i)) for i in (0, 2, 3)]
-    ranges = segment_frame_ranges(segments, fps, 39)
-    assert counts == [ranges[i][1] - ranges[i][0] for i in (0, 2, 3)]
-    assert sum(counts) == 39
+    ctx = _context(models, tmp_path, segments)
+    outputs = []
+    for task in ctx.job.plan.tasks:
+        if task.kind == "frames":
+            i = task.segments[0]
+            near = {k: keys[k] for k in (i - 1, i, i + 1) if 0 <= k < 4}
+            outputs.append(run_frames(ctx, task, {"keyframes": near}))
+    assert [o.frames for o in outputs] == [b - a for a, b in segment_frame_ranges(segments, 30, 39)]
+    assert sum(o.frames for o in outputs) == round(1.3 * 30) == 39
+    assert outputs[1].files == {}  # a segment shorter than a frame owns none
+    videos = [o.files.get(f"segments/segment_{i:05d}.mp4") for i, o in enumerate(outputs)]
+    assert [count_video_frames(v) for v in videos if v] == [o.frames for o in outputs if o.frames]
     # The first frame holds keyframe 0 (it lies before keyframe 0's time); the last holds keyframe 3.
     from metamusic.optim.keyframes import decode_frames
 
@@ -370,8 +390,8 @@ def test_render_keyframe_video_writes_round_duration_times_fps_frames(models, tm
         return (img[0].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy().astype(int)
 
     decoded = [to_bytes(decode_frames(vqgan, k)) for k in keys]
-    first = next(read_frames(run.segment_video(0))).astype(int)
-    *_, last = read_frames(run.segment_video(3))
+    first = next(read_frames(videos[0])).astype(int)
+    *_, last = read_frames(videos[3])
     errors_first = [abs(first - d).mean() for d in decoded]
     errors_last = [abs(last.astype(int) - d).mean() for d in decoded]
     # x264 (yuv420p) blurs the tiny model's noise-like 32x32 images, so compare to the other keyframes.
@@ -379,37 +399,26 @@ def test_render_keyframe_video_writes_round_duration_times_fps_frames(models, tm
     assert errors_last[3] < 0.6 * min(errors_last[:3]), errors_last
 
 
-def test_render_keyframes_entry_point_logs_and_counts(models, tiny_models, tmp_path, caplog):
-    from metamusic.config import Config
-    from metamusic.render import Inputs, Models
-    from metamusic.runfolder import RunFolder
+@pytest.mark.parametrize("independent,batch", [(False, 1), (True, 2)])
+def test_keyframe_tasks_equal_one_optimise_keyframes_call(models, tmp_path, independent, batch):
+    """Keyframes optimised task by task (warm chain pieces, or fixed batches) equal one whole run."""
+    from metamusic.render.keyframe_mode import run_keyframes
 
     vqgan, perceptor = models
-    config = Config()
-    config.seed = SEED
-    config.output.fps = 20.0
-    config.output.size = (SIZE, SIZE)
-    config.step.cutn = 2
-    config.step.precision = "fp32"
-    config.keyframes.enabled = True
-    config.keyframes.steps = 2
-    config.keyframes.independent = True
-    config.keyframes.batch = 2
     segments = [seg(0, 0.0, 0.4), seg(1, 0.4, 0.75), seg(2, 0.75, 1.0)]
-    run = RunFolder(tmp_path / "run")
-    run.create()
-    inputs = Inputs(duration=1.0, audio=object(), lyrics=None, output=tmp_path / "out.mp4", run_dir=run.root,
-                    size=(SIZE, SIZE), factor=4)
-    log = logging.getLogger("metamusic.test_keyframes")
-    with caplog.at_level(logging.INFO, logger="metamusic.test_keyframes"):
-        stats = render_keyframes(config, inputs, run, segments, make_targets(3), Models(vqgan, perceptor, None), log)
-    assert stats["keyframes"] == 3 and stats["steps_per_keyframe"] == 2
-    assert stats["total_steps"] == 6 and stats["frames"] == 20
-    assert "keyframe mode: 3 keyframes x 2 steps = 6 optimisation steps, 20 frames" in caplog.text
-    assert all(run.segment_video(i).exists() for i in range(3))
-    assert run.finished_segments() == 3
-    state = run.load_state(2)
-    assert state["last_image"].shape == (1, 3, SIZE, SIZE) and state["z"].shape == (1, 8, *GRID)
-    config.keyframes.interpolation = "cubic"
-    with pytest.raises(InputError):
-        render_keyframes(config, inputs, run, segments, make_targets(3), Models(vqgan, perceptor, None), log)
+    ctx = _context(models, tmp_path, segments, independent=independent, batch=batch)
+    whole = optimise_keyframes(vqgan, perceptor, ctx.job.step, ctx.job.z0, ctx.job.targets, 2, SEED,
+                               independent=independent, batch=batch)
+    saved: dict[int, dict] = {}
+    for task in ctx.job.plan.tasks:
+        if task.kind != "keyframes":
+            continue
+        previous = saved.get(task.segments[0] - 1) if task.needs else None
+        out = run_keyframes(ctx, task, {"previous": previous})
+        assert out.steps == 2 * len(task.segments)
+        for name, state in out.states.items():
+            saved[state["segment"]] = state
+    assert sorted(saved) == [0, 1, 2]
+    for k in range(3):
+        assert torch.equal(saved[k]["z"], whole[k]), k
+        assert saved[k]["image"].dtype == torch.uint8 and saved[k]["image"].shape == (1, 3, SIZE, SIZE)

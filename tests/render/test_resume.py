@@ -7,6 +7,7 @@ must equal an uninterrupted one of the same seed frame for frame.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shlex
 import signal
@@ -16,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -129,7 +131,7 @@ def interrupt_mid_segment(cmd: list[str], cwd: Path, run_dir: Path, sig: int) ->
         in_progress = None
         while time.monotonic() < deadline and proc.poll() is None:
             if (run_dir / "state" / "after_00001.pt").exists():
-                partial = sorted((run_dir / "segments").glob(".segment_*.partial.mp4"))
+                partial = sorted((run_dir / ".scratch").glob(".segment_*.partial.mp4"))
                 if partial and int(partial[-1].name.split("_")[1].split(".")[0]) >= 2:
                     in_progress = int(partial[-1].name.split("_")[1].split(".")[0])
                     os.killpg(proc.pid, sig)
@@ -169,6 +171,7 @@ def test_sigkill_mid_segment_then_rerun_equals_uninterrupted(render_args, refere
     assert again.returncode == 0, again.stderr
     assert f"resuming {run_dir} at segment" in again.stderr
     assert not list((run_dir / "segments").glob(".*partial*")), "leftovers of the killed write remain"
+    assert not (run_dir / ".scratch").exists() or not list((run_dir / ".scratch").iterdir())
     assert_equals_reference(out, run_dir, reference)
 
 
@@ -228,6 +231,121 @@ def test_edit_storyboard_and_rerender_from_segment(render_args, reference, tmp_p
     assert yaml.safe_load(board_path.read_text())["segments"][k]["text"] == "a burning city made of glass"
 
 
+def test_damaged_outputs_are_repaired_and_only_their_tasks_run_again(render_args, reference, tmp_path):
+    import shutil
+
+    n = reference["n"]  # wait for the reference render, then damage a copy of its run folder
+    run_dir = tmp_path / "v.run"
+    shutil.copytree(reference.run_dir, run_dir)
+    a, b, c = n // 4, n // 2, (3 * n) // 4
+    video_a = run_dir / "segments" / f"segment_{a:05d}.mp4"
+    video_a.write_bytes(video_a.read_bytes()[: video_a.stat().st_size // 2])  # truncated
+    (run_dir / "segments" / f"segment_{b:05d}.mp4").unlink()  # deleted
+    state_c = run_dir / "state" / f"after_{c:05d}.pt"
+    state_c.write_bytes(b"PK\x03\x04" + state_c.read_bytes()[4:-100])  # corrupt
+
+    proc = run(script("generate.py", [*render_args, "-o", str(tmp_path / "v.mp4")]), tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    for path, problem in ((video_a, "damaged"), (run_dir / "segments" / f"segment_{b:05d}.mp4", "missing"),
+                          (state_c, "damaged")):
+        assert f"{path}: {problem}" in proc.stderr, proc.stderr
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["this_run"]["tasks_run"] == 3  # only the three damaged tasks
+    assert_equals_reference(tmp_path / "v.mp4", run_dir, reference)
+
+
+# ---------------------------------------------------------------------------------------------
+# Keyframe mode: the same task records, resume and --from_segment
+
+
+def keyframe_flags(independent: bool) -> list[str]:
+    extra = ["--independent_keyframes", "--batch_keyframes", "2"] if independent else []
+    return ["--keyframes", "--keyframe_steps", "6", *extra]
+
+
+@pytest.fixture(scope="module")
+def keyframe_references(render_args, tmp_path_factory):
+    """Uninterrupted keyframe renders (warm-started, independent batched), in the background."""
+    refs = {}
+    for independent in (False, True):
+        work = tmp_path_factory.mktemp(f"kf_reference_{independent}")
+        refs[independent] = Reference([*render_args, *keyframe_flags(independent)], work)
+    yield refs
+    for ref in refs.values():
+        ref.close()
+
+
+def kill_when(cmd: list[str], cwd: Path, ready) -> subprocess.Popen:
+    """Start ``cmd`` and SIGKILL its process group as soon as ``ready()`` is true."""
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV,
+                            start_new_session=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if ready():
+            os.killpg(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.01)
+    proc.wait(timeout=60)
+    return proc
+
+
+@pytest.mark.parametrize("independent", [False, True], ids=["warm", "independent-batched"])
+def test_keyframe_render_killed_then_rerun_equals_uninterrupted(render_args, keyframe_references, independent,
+                                                                 tmp_path):
+    out, run_dir = tmp_path / "v.mp4", tmp_path / "v.run"
+    cmd = script("generate.py", [*render_args, *keyframe_flags(independent), "-o", str(out)])
+    if independent:  # killed while the frames are being written
+        ready = lambda: (run_dir / "tasks" / "frames_00001.json").exists()  # noqa: E731
+    else:  # killed in the middle of the keyframe chain
+        ready = lambda: (run_dir / "tasks" / "keyframes_00001.json").exists()  # noqa: E731
+    proc = kill_when(cmd, tmp_path, ready)
+    assert proc.returncode == -signal.SIGKILL
+    assert not out.exists()
+    finished = sorted(p.stem for p in (run_dir / "tasks").glob("*.json"))
+    plan = json.loads((run_dir / "plan.json").read_text())
+    assert 2 <= len(finished) < len(plan["tasks"]), finished
+
+    again = run(cmd, tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert f"resuming {run_dir} at segment" in again.stderr
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["this_run"]["tasks_run"] == len(plan["tasks"]) - len(finished)  # finished tasks were kept
+    assert_equals_reference(out, run_dir, keyframe_references[independent])
+
+
+def test_keyframe_from_segment_keeps_earlier_tasks_byte_identical(render_args, keyframe_references, tmp_path):
+    import shutil
+
+    ref = keyframe_references[True]
+    ref["n"]  # wait for the reference render, then work on a copy of its run folder
+    run_dir = tmp_path / "v.run"
+    shutil.copytree(ref.run_dir, run_dir)
+    keys_before = {p.name: file_hash(p) for p in (run_dir / "keyframes").glob("key_*.pt")}
+    videos_before = [file_hash(p) for p in segment_files(run_dir)]
+    board_path = run_dir / "storyboard.yaml"
+    board = yaml.safe_load(board_path.read_text())
+    k = next(s["index"] for s in board["segments"] if s["text"] == "the deep blue ocean")
+    board["segments"][k]["text"] = "a burning city made of glass"
+    board_path.write_text(yaml.safe_dump(board, sort_keys=False))
+
+    proc = run(script("generate.py", [*render_args, *keyframe_flags(True), "-o", str(tmp_path / "v.mp4"),
+                                      "--from_segment", str(k)]), tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    keys_after = {p.name: file_hash(p) for p in (run_dir / "keyframes").glob("key_*.pt")}
+    videos_after = [file_hash(p) for p in segment_files(run_dir)]
+    assert sorted(keys_after) == sorted(keys_before)
+    for name, digest in keys_before.items():
+        index = int(name[4:9])
+        # Earlier keyframes are kept; later ones are optimised again toward unchanged prompts (same bytes).
+        assert (keys_after[name] == digest) == (index != k), name
+    # Segment k - 1's second half moves toward keyframe k, so videos before k - 1 keep their bytes.
+    assert videos_after[: k - 1] == videos_before[: k - 1]
+    assert videos_after[k] != videos_before[k]
+    info = json.loads((run_dir / "run.json").read_text())
+    n = len(board["segments"])
+    assert info["this_run"]["steps_run"] == 6 * (n - (k // 2) * 2)  # the batches of two from k's on
+
+
 # ---------------------------------------------------------------------------------------------
 # In-process checks of the run folder (fast)
 
@@ -243,7 +361,7 @@ def _config(tmp_path: Path, **output):
 
 
 class ModelsLoaded(Exception):
-    """Raised instead of loading models: the render got past its checks and its run folder."""
+    """Raised instead of planning the tasks: the render got past its checks, models and run folder."""
 
 
 def test_rerun_without_seed_resumes_and_changed_settings_are_refused(tiny_models, song_wav, tmp_path, monkeypatch,
@@ -252,10 +370,11 @@ def test_rerun_without_seed_resumes_and_changed_settings_are_refused(tiny_models
     from metamusic.cli import generate_main
     from metamusic.config import Config
 
-    def no_models(*args, **kwargs):
+    def stop(*args, **kwargs):
         raise ModelsLoaded
 
-    monkeypatch.setattr(render, "load_models", no_models)
+    monkeypatch.setattr(render, "load_models", lambda *args, **kwargs: None)
+    monkeypatch.setattr(render, "make_plan", stop)  # right after the run folder is open
     out = tmp_path / "v.mp4"
     argv = ["-ap", str(song_wav), *model_flags(tiny_models), "-gid", "cpu", "-s", "32", "32", "--fps", str(FPS),
             "-ips", "4", "-cuts", "4", "-o", str(out)]  # no -sd
@@ -279,22 +398,22 @@ def test_rerun_without_seed_resumes_and_changed_settings_are_refused(tiny_models
 
 
 def test_saved_seed_is_reused_unless_forced(tmp_path):
-    from metamusic.render import resolve_seed
-    from metamusic.runfolder import RunFolder, config_differences
+    from metamusic.render import resolve_config
+    from metamusic.runfolder import RunFolder, config_differences, resolve_seed
 
     saved = _config(tmp_path)
     saved.seed = 123456
     RunFolder(tmp_path / "v.run").root.mkdir()
     saved.save(tmp_path / "v.run" / "config.yaml")
     again = _config(tmp_path)
-    assert resolve_seed(again) == 123456
-    assert config_differences(saved, again) == []
-    fresh = _config(tmp_path)
-    resolve_seed(fresh, resume=False)
-    assert fresh.seed != 123456  # 1 in 2**31 to fail
+    assert resolve_seed(again, tmp_path / "v.run") == 123456
+    resolved = resolve_config(again)
+    assert again.seed is None and resolved.seed == 123456  # the caller's config is not changed
+    assert config_differences(saved, resolved) == []
+    assert resolve_seed(_config(tmp_path), tmp_path / "v.run", resume=False) != 123456  # 1 in 2**31 to fail
     explicit = _config(tmp_path)
     explicit.seed = 5
-    assert resolve_seed(explicit) == 5
+    assert resolve_seed(explicit, tmp_path / "v.run") == 5
     assert config_differences(saved, explicit) == ["seed: 123456 -> 5"]
 
 
@@ -308,31 +427,35 @@ def test_cosmetic_settings_are_not_differences(tmp_path):
     assert config_differences(a, b) == ["step.lr: 0.1 -> 0.2"]
 
 
-def test_clear_from_drops_later_segments_and_partial_writes(tmp_path):
+def test_task_records_finish_tasks_and_damage_is_detected(tmp_path):
     from metamusic.runfolder import RunFolder
     from metamusic.song.timeline import Segment
 
     run = RunFolder(tmp_path / "r.run")
     run.create()
     for i in range(4):
-        run.segment_video(i).write_bytes(b"v")
-        run.save_state(i, {"z": i})
-        run.record_rendered(Segment(i, i, i + 1, 2, "text", f"t{i}", i, 1.0, 0.0, i, i + 1))
+        video = run.scratch / f"segment_{i:05d}.mp4"
+        video.write_bytes(b"video %d" % i)
+        seg = Segment(i, i, i + 1, 2, "text", f"t{i}", i, 1.0, 0.0, i, i + 1)
+        run.record_task(f"segment_{i:05d}", files={f"segments/segment_{i:05d}.mp4": video},
+                        states={f"state/after_{i:05d}.pt": {"z": torch.zeros(1), "optimiser": None,
+                                                             "last_image": torch.zeros(1)}},
+                        stats={"steps": 2, "frames": 1, "seconds": 0.1}, segments=[seg])
+    ids = [f"segment_{i:05d}" for i in range(5)]
+    assert run.finished_tasks(ids) == set(ids[:4])
+    assert run.rendered_entries()[2]["text"] == "t2"
+    run.segment_video(1).write_bytes(b"video X")  # same size, other bytes
+    run.state_path(2).unlink()
+    assert run.finished_tasks(ids) == {ids[0], ids[3]}
+    assert "damaged" in run.task_problem(ids[1]) and "missing" in run.task_problem(ids[2])
     (run.segments_dir / ".segment_00004.partial.mp4").write_bytes(b"half")
     (run.root / "state" / ".after_00004.abc.partial.pt").write_bytes(b"half")
     (run.root / ".storyboard.xyz.partial.yaml").write_bytes(b"half")
-    assert run.finished_segments() == 4 and run.finished_segments(limit=3) == 3
-    run.segment_video(1).rename(run.segments_dir / "moved.mp4")
-    assert run.finished_segments() == 1  # a segment needs its video...
-    assert run.finished_segments(frameless={1}) == 4  # ...unless it owns no frame
-    (run.segments_dir / "moved.mp4").rename(run.segment_video(1))
-    run.clear_from(2)
-    assert run.finished_segments() == 2
-    assert sorted(p.name for p in run.segments_dir.iterdir()) == ["segment_00000.mp4", "segment_00001.mp4"]
-    states = sorted(p.name for p in (run.root / "state").iterdir())
-    assert states == ["after_00000.pt", "after_00001.pt", "rendered.json"]
-    assert not list(run.root.glob(".*partial*"))
-    assert sorted(run.rendered_entries()) == [0, 1]
+    run.clear_partial()
+    assert not list(run.root.rglob(".*partial*")) and not run.scratch.exists()
+    run.discard_tasks(ids[1:3])
+    assert run.task_record(ids[1]) is None and not run.segment_video(1).exists()
+    assert sorted(p.name for p in run.segments_dir.iterdir()) == ["segment_00000.mp4", "segment_00003.mp4"]
 
 
 def test_damaged_state_names_the_file(tmp_path):
@@ -362,8 +485,8 @@ def test_second_render_into_the_same_run_folder_is_refused(tmp_path):
 
 def test_storyboard_times_cannot_be_edited(tmp_path):
     from metamusic.errors import InputError
-    from metamusic.render import _checked_storyboard
     from metamusic.runfolder import RunFolder
+    from metamusic.runfolder import checked_storyboard as _checked_storyboard
     from metamusic.song.timeline import Segment
 
     planned = [Segment(i, i * 0.5, (i + 1) * 0.5, 2, "audio", None, None, 0.0, 1.0, i * 0.5, (i + 1) * 0.5)

@@ -1,0 +1,194 @@
+"""Step 2 of a render: the song's timeline and the plan of tasks that renders it.
+
+A render is a list of :class:`Task` s, each a unit of work with explicit inputs (the tasks it
+``needs``) and outputs (files and states that the run folder records when it finishes):
+
+- frame mode (Music2Video, one optimisation step per frame): one ``segment`` task per segment,
+  a chain, since each starts from the previous one's latent and optimiser state;
+- keyframe mode: ``keyframes`` tasks (warm-started keyframes are a chain of one keyframe each;
+  independent keyframes come in fixed batches of ``--batch_keyframes`` that need nothing), then
+  one ``frames`` task per segment that decodes the frames between its neighbouring keyframes.
+
+The plan is a pure function of the configuration and the storyboard, so a resumed or
+distributed render rebuilds exactly the same tasks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from metamusic.config import Config
+from metamusic.errors import InputError
+from metamusic.render.inputs import Inputs
+from metamusic.song.timeline import Segment
+
+TASK_KINDS = ("segment", "keyframes", "frames")
+
+
+@dataclass(frozen=True)
+class Task:
+    """One resumable unit of work: ``kind`` over ``segments``, after the tasks in ``needs``."""
+
+    kind: str  # one of TASK_KINDS
+    segments: tuple[int, ...]
+    needs: tuple[str, ...] = ()
+
+    @property
+    def id(self) -> str:
+        """Stable name, also the file name of its record in the run folder: ``segment_00003``."""
+        return f"{self.kind}_{self.segments[0]:05d}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "segments": list(self.segments), "needs": list(self.needs)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Task":
+        return cls(str(d["kind"]), tuple(int(i) for i in d["segments"]), tuple(str(n) for n in d.get("needs", ())))
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """What the song's analysis found: beat times and the volume envelope (for timeline.png)."""
+
+    beats: tuple[float, ...] = ()
+    envelope_times: tuple[float, ...] = ()
+    envelope_values: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything a task needs to know about the render besides the models: serialisable."""
+
+    segments: tuple[Segment, ...]
+    tasks: tuple[Task, ...]
+    fps: float
+    duration: float  # seconds of video (the song's length; plain runs: the last segment's end)
+    size: tuple[int, int]
+    keyframes: bool
+    seed: int
+    analysis: Analysis = field(default_factory=Analysis, compare=False)
+
+    @property
+    def task_by_id(self) -> dict[str, Task]:
+        return {t.id: t for t in self.tasks}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"fps": self.fps, "duration": self.duration, "size": list(self.size), "keyframes": self.keyframes,
+                "seed": self.seed, "tasks": [t.to_dict() for t in self.tasks]}
+
+    def steps_before(self, index: int) -> int:
+        """Optimisation steps of the segments before ``index`` (the song step of its first step)."""
+        return sum(s.steps for s in self.segments[:index])
+
+
+def song_timeline(config: Config, inputs: Inputs) -> tuple[list[Segment], Analysis]:
+    """The song's segments and what drives each (see metamusic.song.timeline), and its analysis."""
+    from metamusic.song import timeline
+
+    music = config.music
+    if inputs.audio is None:
+        return plain_segments(config), Analysis()
+    times, values = timeline.volume_envelope(inputs.audio)
+    beats: Sequence[float] = ()
+    if music.mode == "interpolate":
+        segments = timeline.interpolate_segments(
+            inputs.duration, inputs.lyrics, ips=music.ips, video_length=music.video_length, envelope=(times, values)
+        )
+    else:
+        beats = timeline.detect_beats(inputs.audio)
+        segments = timeline.beat_segments(
+            inputs.duration, beats, inputs.lyrics, ips=music.ips, envelope=(times, values), mode=music.mode,
+            text_weight=music.text_weight, audio_weight=music.audio_weight,
+        )
+    if config.output.preview:
+        segments = [dataclasses.replace(seg, steps=min(seg.steps, config.output.preview_steps)) for seg in segments]
+    analysis = Analysis(tuple(float(b) for b in beats), tuple(np.asarray(times, dtype=float).tolist()),
+                        tuple(np.asarray(values, dtype=float).tolist()))
+    return segments, analysis
+
+
+def plain_segments(config: Config) -> list[Segment]:
+    """A run without a song: ``-i`` steps of the ``-p`` prompts, one segment per story phrase."""
+    from metamusic.optim.prompts import split_story
+
+    phrases = split_story(config.prompts.prompts or "")
+    total = config.prompts.iterations
+    every = config.prompts.change_prompt_every
+    n = len(phrases) if every <= 0 else max(1, -(-total // every))
+    n = min(n, total) if every > 0 else 1
+    segments = []
+    step0 = 0
+    for i in range(n):
+        steps = total - step0 if i == n - 1 else every
+        text = phrases[i % len(phrases)] if phrases else None
+        t0, t1 = step0 / config.output.fps, (step0 + steps) / config.output.fps
+        segments.append(Segment(index=i, start=t0, end=t1, steps=steps, kind="text", text=text,
+                                lyric_index=None, text_weight=1.0, audio_weight=0.0,
+                                audio_start=t0, audio_end=t1))
+        step0 += steps
+    return segments
+
+
+def plan_tasks(n_segments: int, *, keyframes: bool, independent: bool = False, batch: int = 1) -> list[Task]:
+    """The tasks of a render of ``n_segments`` segments, in an order that satisfies every ``needs``."""
+    if not keyframes:
+        return [Task("segment", (i,), (f"segment_{i - 1:05d}",) if i else ()) for i in range(n_segments)]
+    key_tasks: list[Task] = []
+    if independent:
+        for first in range(0, n_segments, max(1, batch)):
+            key_tasks.append(Task("keyframes", tuple(range(first, min(n_segments, first + max(1, batch))))))
+    else:
+        key_tasks = [Task("keyframes", (i,), (f"keyframes_{i - 1:05d}",) if i else ()) for i in range(n_segments)]
+    holder = {k: t.id for t in key_tasks for k in t.segments}
+    frame_tasks = []
+    for i in range(n_segments):
+        needs = sorted({holder[k] for k in (i - 1, i, i + 1) if 0 <= k < n_segments})
+        frame_tasks.append(Task("frames", (i,), tuple(needs)))
+    return key_tasks + frame_tasks
+
+
+def make_plan(config: Config, inputs: Inputs, segments: Sequence[Segment], analysis: Analysis) -> Plan:
+    """The plan of a render of ``segments`` (the storyboard) with this configuration."""
+    kcfg = config.keyframes
+    duration = float(inputs.duration) if inputs.audio is not None else float(segments[-1].end)
+    tasks = plan_tasks(len(segments), keyframes=kcfg.enabled, independent=kcfg.independent, batch=kcfg.batch)
+    return Plan(tuple(segments), tuple(tasks), float(config.output.fps), duration, tuple(inputs.size),
+                bool(kcfg.enabled), int(config.seed), analysis)
+
+
+def pending_tasks(plan: Plan, finished: set[str]) -> list[Task]:
+    """Tasks to run: those not finished, in plan order.
+
+    A finished task stays finished when a task it needs runs again to repair a damaged output:
+    that task reproduces the same state (every draw is seeded), so what was built on it holds.
+    """
+    return [task for task in plan.tasks if task.id not in finished]
+
+
+def tasks_from(plan: Plan, segment: int) -> set[str]:
+    """Ids of the tasks that ``--from_segment segment`` re-renders: those touching a segment >= it,
+    and every task that needs one of them."""
+    out: set[str] = set()
+    for task in plan.tasks:
+        if max(task.segments) >= segment or any(n in out for n in task.needs):
+            out.add(task.id)
+    return out
+
+
+def select_tasks(plan: Plan, finished: set[str], from_segment: int | None = None) -> list[Task]:
+    """The tasks a render runs, given the finished ones; ``from_segment`` re-renders from there on.
+
+    InputError when ``from_segment`` is asked of a render whose earlier tasks are not finished.
+    """
+    if from_segment is not None:
+        redo = tasks_from(plan, from_segment)
+        missing = [t.id for t in plan.tasks if t.id not in redo and t.id not in finished]
+        if missing:
+            raise InputError(f"--from_segment {from_segment}: {len(missing)} task(s) before it are not finished "
+                             f"(first: {missing[0]}); resume it first (same command without --from_segment)")
+        finished = finished - redo
+    return pending_tasks(plan, finished)

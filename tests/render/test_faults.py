@@ -1,0 +1,82 @@
+"""Faults a long render meets: a full disk mid-render, then the same command once space is freed."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def model_flags(tiny: dict[str, str]) -> list[str]:
+    return ["-conf", tiny["vqgan_config"], "-ckpt", tiny["vqgan_checkpoint"], "-m", tiny["clip"],
+            "--wav2clip_checkpoint", tiny["wav2clip"]]
+
+
+def frame_hashes(video: Path) -> list[str]:
+    from metamusic.media.video import read_frames
+
+    return [hashlib.sha256(f.tobytes()).hexdigest() for f in read_frames(video)]
+
+
+def folder_bytes(*paths: Path) -> int:
+    total = 0
+    for path in paths:
+        files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+        total += sum(p.stat().st_size for p in files)
+    return total
+
+
+def mount_tmpfs(where: Path, size: int) -> bool:
+    where.mkdir(parents=True, exist_ok=True)
+    opts = f"size={size}"
+    if os.path.ismount(where):
+        opts = "remount," + opts
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(where)], capture_output=True)
+    return proc.returncode == 0
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    where = tmp_path / "small"
+    if os.geteuid() != 0 or not mount_tmpfs(where, 1 << 20):
+        pytest.skip("needs root to mount a small tmpfs (CI runs as root)")
+    yield where
+    subprocess.run(["umount", str(where)], capture_output=True)
+
+
+def test_full_disk_is_one_line_and_the_same_command_resumes_identically(tiny_models, song_wav, small_disk,
+                                                                         tmp_path):
+    args = ["-ap", str(song_wav), *model_flags(tiny_models), "-gid", "cpu", "-s", "32", "32", "--fps", "10",
+            "-ips", "4", "-cuts", "2", "-sd", "5", "--precision", "fp32", "--no_sheets"]
+
+    def render(out: Path) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(ROOT / "generate.py"), *args, "-o", str(out)], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=600)
+
+    reference = render(tmp_path / "ref" / "v.mp4")
+    assert reference.returncode == 0, reference.stderr
+    needed = folder_bytes(tmp_path / "ref")
+
+    assert mount_tmpfs(small_disk, needed // 2)  # room for about half of the render
+    out = small_disk / "v.mp4"
+    full = render(out)
+    assert full.returncode == 1, full.stderr
+    assert "Traceback" not in full.stderr
+    line = full.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"error: {small_disk / 'v.run'}: no space left on its disk"), line
+    assert "MB more" in line and "run the same command again" in line
+    assert not out.exists()
+    finished = len(list((small_disk / "v.run" / "tasks").glob("*.json")))
+    assert finished >= 1
+
+    assert mount_tmpfs(small_disk, 8 * needed)  # space freed
+    again = render(out)
+    assert again.returncode == 0, again.stderr
+    assert f"resuming {small_disk / 'v.run'}" in again.stderr
+    assert frame_hashes(out) == frame_hashes(tmp_path / "ref" / "v.mp4")
