@@ -120,6 +120,8 @@ FLAGS: tuple[Flag, ...] = (
     _f("--preview", "output.preview", "fast low-resolution render of the whole song to check timing and prompts",
        action="store_true"),
     _f("--preview_steps", "output.preview_steps", "steps per segment in a preview", type=int),
+    _f("--keep_states", "output.keep_states", "frame mode: which per-segment states to keep: all (default: any "
+       "--from_segment K works), last (resume only), every:N (--from_segment at multiples of N)"),
     _f("--no_sheets", None, "do not write the storyboard contact sheet and timeline PNGs", action="store_true"),
     # -- run
     _f("-sd --seed", "seed", "random seed (reproduces a run bit-for-bit on CPU)", type=int),

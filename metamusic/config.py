@@ -98,6 +98,7 @@ class OutputConfig:
     preview: bool = False  # fast low-resolution render of the whole timeline
     preview_steps: int = 3  # steps per segment in a preview
     sheets: bool = True  # storyboard contact sheet and timeline PNGs in the run folder
+    keep_states: str = "all"  # frame mode: "all" (any --from_segment), "last", or "every:N"
 
 
 @dataclass

@@ -12,6 +12,7 @@ Layout (every file written atomically: temporary name, flushed, then renamed)::
     <run>/state/after_00000.pt ...         frame mode: latent, optimiser state and last frame
     <run>/keyframes/key_00000.pt ...        keyframe mode: each keyframe's latent and image
     <run>/progress.png      the latest frame (at --save_every with --save_png)
+    <run>/timeline.png, storyboard_001.png ...   the song's timeline; pages of 48 segment pictures
 
 A task counts as finished only when its record exists and every file the record names has the
 recorded size and SHA-256 (files are put in place first, the record last). A render killed
@@ -60,6 +61,7 @@ _COSMETIC = {
     "output.caption_size",
     "output.caption_position",
     "output.sheets",
+    "output.keep_states",  # which states are kept on disk, not what renders
     "device",
 }
 
@@ -286,6 +288,19 @@ class RunFolder:
             for name in (record or {}).get("files", {}):
                 (self.root / name).unlink(missing_ok=True)
 
+    def drop_output(self, task_id: str, name: str) -> None:
+        """Delete one output of a finished task on purpose (``--keep_states``); the task stays finished."""
+        record = self.task_record(task_id)
+        if record is None or name not in record["files"]:
+            return
+        del record["files"][name]
+        atomic_write_text(self.task_record_path(task_id), json.dumps(record, indent=1, sort_keys=True))
+        (self.root / name).unlink(missing_ok=True)
+
+    def size_bytes(self) -> int:
+        """Bytes the run folder takes on disk (its files)."""
+        return sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file())
+
     def has_finished_work(self) -> bool:
         """True when at least one task of this folder has a record."""
         return self.tasks_dir.is_dir() and any(self.tasks_dir.glob("*.json"))
@@ -294,8 +309,10 @@ class RunFolder:
         """Delete every output of earlier renders (tasks, videos, states, sheets); keep the lock."""
         for name in ("tasks", "segments", "state", "keyframes", ".scratch"):
             shutil.rmtree(self.root / name, ignore_errors=True)
-        for name in ("plan.json", "storyboard.yaml", "progress.png", "storyboard.png", "timeline.png"):
+        for name in ("plan.json", "storyboard.yaml", "progress.png", "timeline.png"):
             (self.root / name).unlink(missing_ok=True)
+        for page in self.root.glob("storyboard_*.png"):
+            page.unlink()
 
     def clear_partial(self) -> None:
         """Delete what a killed write left behind: hidden partial files and the scratch folder."""

@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterator
 import torch
 
 from metamusic.config import Config
-from metamusic.errors import DiskFull, Interrupted, MetaMusicError
+from metamusic.errors import DiskFull, InputError, Interrupted, MetaMusicError
 from metamusic.render.executor import Executor, LocalExecutor
 from metamusic.render.inputs import (
     Inputs,
@@ -39,7 +39,7 @@ from metamusic.render.inputs import (
     estimate_disk_bytes,
     output_paths,
 )
-from metamusic.render.plan import Plan, Task, make_plan, select_tasks, song_timeline
+from metamusic.render.plan import Plan, Task, keep_state_after, make_plan, select_tasks, song_timeline
 from metamusic.render.prepare import (
     Models,
     compose_prompt,
@@ -145,6 +145,7 @@ def _generate(config: Config, *, force: bool, from_segment: int | None, executor
         from metamusic.media.captions import check_lyrics_font
 
         check_lyrics_font(inputs.lyrics, config.output.caption_font)
+    keep_state_after(config.output.keep_states, 0)  # a bad --keep_states fails here, before any model loads
     if config.keyframes.enabled:
         from metamusic.render.keyframe_mode import check_keyframe_settings
 
@@ -170,10 +171,10 @@ def _generate(config: Config, *, force: bool, from_segment: int | None, executor
             _run_tasks(config, inputs, run, plan, pending, models, executor)  # 6
         finally:
             _write_statistics(run, plan, info, pending, time.perf_counter() - t0)
-        from metamusic.render.finish import finish, write_contact_sheet
+        from metamusic.render.finish import finish, write_storyboard_pages
 
-        if config.output.sheets:
-            picture(write_contact_sheet, run, plan, upto=len(plan.segments) - 1)
+        if config.output.sheets and pending:
+            picture(write_storyboard_pages, run, plan)
         out = finish(config, inputs, run, plan)  # 7
     totals = run.read_info().get("this_run", {})
     log.info("wrote %s: %d segments, %d tasks run, %d steps run, %.1f s", out, len(plan.segments),
@@ -184,8 +185,8 @@ def _generate(config: Config, *, force: bool, from_segment: int | None, executor
 
 def summary(config: Config, video: Path, run: RunFolder) -> str:
     """The closing lines of a render: the video, the run folder and every other file written."""
-    lines = [f"video:      {video}", f"run folder: {run.root}"]
-    sheets = [p for p in (run.root / "timeline.png", run.root / "storyboard.png") if p.is_file()]
+    lines = [f"video:      {video}", f"run folder: {run.root} ({run.size_bytes() / 1e6:.1f} MB)"]
+    sheets = [p for p in [run.root / "timeline.png", *sorted(run.root.glob("storyboard_*.png"))] if p.is_file()]
     if sheets:
         lines.append("sheets:     " + ", ".join(str(p) for p in sheets))
     extras = [video.with_suffix(s) for s in (".srt", ".vtt")] + [Path(config.output.output)]
@@ -198,6 +199,11 @@ def summary(config: Config, video: Path, run: RunFolder) -> str:
 def _tasks_to_run(run: RunFolder, plan: Plan, from_segment: int | None) -> list[Task]:
     """The pending tasks (resume and --from_segment); their old records and files are deleted."""
     finished = run.finished_tasks([t.id for t in plan.tasks])
+    if from_segment and not plan.keyframes and not run.state_path(from_segment - 1).is_file():
+        kept = [0] + [i + 1 for i in range(len(plan.segments) - 1) if run.state_path(i).is_file()]
+        raise InputError(f"--from_segment {from_segment}: the state after segment {from_segment - 1} was not kept "
+                         f"(--keep_states {config_keep(run)}); possible values: {', '.join(map(str, kept[:20]))}"
+                         f"{' ...' if len(kept) > 20 else ''}")
     pending = select_tasks(plan, finished, from_segment)
     run.discard_tasks([t.id for t in pending])
     redo = {i for t in pending for i in t.segments}
@@ -218,6 +224,11 @@ def _tasks_to_run(run: RunFolder, plan: Plan, from_segment: int | None) -> list[
         if not config_independent(plan):
             log.info("keyframe mode: warm-started keyframes form a chain: they run one after another")
     return pending
+
+
+def config_keep(run: RunFolder) -> str:
+    saved = run.saved_config()
+    return saved.output.keep_states if saved is not None else "all"
 
 
 def config_independent(plan: Plan) -> bool:
@@ -246,20 +257,24 @@ def _run_tasks(config: Config, inputs: Inputs, run: RunFolder, plan: Plan, pendi
 
 def _recorder(config: Config, run: RunFolder, plan: Plan) -> Callable[[Task, TaskOutput], None]:
     """Record a finished task in the run folder (and redraw the storyboard sheet)."""
-    from metamusic.render.finish import write_contact_sheet
+    from metamusic.render.finish import PANELS_PER_PAGE, write_contact_sheet
 
     def record(task: Task, output: TaskOutput) -> None:
         run.record_task(task.id, files=output.files, states=output.states, stats=output.stats,
                         segments=[plan.segments[i] for i in task.segments])
+        i = task.segments[0]
+        if task.kind == "segment" and i > 0 and not keep_state_after(config.output.keep_states, i - 1):
+            run.drop_output(f"segment_{i - 1:05d}", f"state/after_{i - 1:05d}.pt")
         log.debug("%s done: %s", task.id, output.stats)
-        if config.output.sheets and task.kind != "frames":
-            picture(write_contact_sheet, run, plan, upto=max(task.segments))
+        last = max(task.segments)
+        if config.output.sheets and task.kind != "frames" and (last % 10 == 9 or last % PANELS_PER_PAGE == 0):
+            picture(write_contact_sheet, run, plan, upto=last)  # a page, every 10 segments: constant cost
 
     return record
 
 
 def picture(draw: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
-    """Draw a sheet (timeline.png, storyboard.png); a picture that cannot be written never stops a render."""
+    """Draw a sheet (timeline.png, storyboard pages); a picture that cannot be written never stops a render."""
     try:
         draw(*args, **kwargs)
     except OSError as exc:

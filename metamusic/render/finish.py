@@ -45,23 +45,40 @@ def panel_image(run: RunFolder, plan: Plan, index: int) -> torch.Tensor | None:
     return pixels if pixels.dtype == torch.uint8 else to_uint8(pixels)
 
 
-def write_contact_sheet(run: RunFolder, plan: Plan, upto: int) -> int:
-    """storyboard.png: the picture of every finished segment up to ``upto`` with its time and prompt.
+PANELS_PER_PAGE = 48  # storyboard pages: 6 columns x 8 rows
 
-    Rewritten as segments finish (every segment for short songs, every 10th for long ones).
+
+def storyboard_page(run: RunFolder, page: int) -> Path:
+    """The file of storyboard page ``page`` (0-based): ``storyboard_001.png``, ..."""
+    return run.root / f"storyboard_{page + 1:03d}.png"
+
+
+def write_contact_sheet(run: RunFolder, plan: Plan, upto: int) -> int:
+    """The storyboard page holding segment ``upto``: the picture of each of its finished segments
+    with its time and prompt. Returns the number of panels drawn.
+
+    Pages hold PANELS_PER_PAGE segments, so redrawing one as segments finish costs the same
+    however long the song is (``storyboard_001.png`` is the first page).
     """
     from metamusic.media.sheets import contact_sheet, panel_caption
 
-    segments = plan.segments
-    if upto < len(segments) - 1 and len(segments) > 50 and upto % 10:
-        return 0
-    images = [(seg, panel_image(run, plan, seg.index)) for seg in segments[: upto + 1]]
+    page = upto // PANELS_PER_PAGE
+    first = page * PANELS_PER_PAGE
+    segments = plan.segments[first : min(upto + 1, first + PANELS_PER_PAGE)]
+    images = [(seg, panel_image(run, plan, seg.index)) for seg in segments]
     images = [(seg, img) for seg, img in images if img is not None]
     if not images:
         return 0
     panels = ((img[0].permute(1, 2, 0).numpy(), panel_caption(seg.index, seg.start, seg.end, seg.kind, seg.text))
               for seg, img in images)
-    return contact_sheet(panels, run.root / "storyboard.png")
+    return contact_sheet(panels, storyboard_page(run, page))
+
+
+def write_storyboard_pages(run: RunFolder, plan: Plan) -> int:
+    """Every storyboard page (at the end of a render); returns the number of panels drawn."""
+    last = len(plan.segments) - 1
+    return sum(write_contact_sheet(run, plan, min(last, first + PANELS_PER_PAGE - 1))
+               for first in range(0, len(plan.segments), PANELS_PER_PAGE))
 
 
 def finish(config: Config, inputs: Inputs, run: RunFolder, plan: Plan) -> Path:

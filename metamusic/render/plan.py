@@ -192,3 +192,18 @@ def select_tasks(plan: Plan, finished: set[str], from_segment: int | None = None
                              f"(first: {missing[0]}); resume it first (same command without --from_segment)")
         finished = finished - redo
     return pending_tasks(plan, finished)
+
+
+def keep_state_after(policy: str, index: int) -> bool:
+    """Whether ``--keep_states POLICY`` keeps the state after segment ``index`` once a later one exists.
+
+    all: every state (any ``--from_segment K`` works); last: none but the newest (resume only);
+    every:N: the states after segments N - 1, 2N - 1, ... (``--from_segment`` at multiples of N).
+    """
+    if policy == "all":
+        return True
+    if policy == "last":
+        return False
+    if policy.startswith("every:") and policy[6:].isdigit() and int(policy[6:]) > 0:
+        return (index + 1) % int(policy[6:]) == 0
+    raise InputError(f"--keep_states {policy}: expected all, last or every:N (N a positive number of segments)")

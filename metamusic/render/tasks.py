@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import torch
 
 from metamusic.config import Config
+from metamusic.errors import InputError
 from metamusic.optim.prompts import Target
 from metamusic.optim.stepper import StepConfig, StepResult
 from metamusic.render.plan import Plan, Task
@@ -81,7 +82,11 @@ def load_inputs(run: RunFolder, plan: Plan, task: Task) -> dict[str, Any]:
     """The recorded outputs a task starts from: the previous state or keyframe(s) it needs."""
     i = task.segments[0]
     if task.kind == "segment":
-        return {"state": run.load_state(i - 1) if i else None}
+        state = run.load_state(i - 1) if i else None
+        if i and state is None:
+            raise InputError(f"{run.state_path(i - 1)}: missing; segment {i} starts from it "
+                             f"(re-render with --from_segment 0)")
+        return {"state": state}
     if task.kind == "keyframes":
         return {"previous": run.load_keyframe(i - 1) if task.needs else None}
     n = len(plan.segments)

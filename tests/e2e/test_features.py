@@ -84,7 +84,7 @@ def test_storyboard_sheet_has_one_panel_per_segment_and_timeline_exists(captione
 
     out, _ = captioned
     run = RunFolder(out.with_name("v.run"))
-    for name in ("storyboard.png", "timeline.png"):
+    for name in ("storyboard_001.png", "timeline.png"):
         with Image.open(run.root / name) as img:
             assert img.size[0] > 200 and len(np.unique(np.asarray(img.convert("L")))) > 10
     segments = tuple(run.read_storyboard())

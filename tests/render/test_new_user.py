@@ -155,3 +155,27 @@ def test_motion_interpolation_uses_the_crf(monkeypatch, tmp_path):
     video.write_bytes(b"")
     finish._motion_interpolate(video, 24.0, 1.0, 31)
     assert seen and seen[0][seen[0].index("-crf") + 1] == "31"
+
+
+def test_keep_states_every_n_thins_states_and_from_segment_names_the_possible_values(tiny_models, song_wav,
+                                                                                   tmp_path):
+    out = tmp_path / "v.mp4"
+    args = ["-ap", str(song_wav), *model_flags(tiny_models), *fast_flags(), "-ips", "1", "--keep_states", "every:3",
+            "-o", str(out)]
+    proc = generate(args, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    run_dir = tmp_path / "v.run"
+    n = len(yaml.safe_load((run_dir / "storyboard.yaml").read_text())["segments"])
+    kept = sorted(int(p.stem[6:]) for p in (run_dir / "state").glob("after_*.pt"))
+    assert kept == sorted({i for i in range(n) if (i + 1) % 3 == 0} | {n - 1})
+    assert "MB)" in proc.stderr  # the run folder's size is reported
+    refused = generate([*args, "--from_segment", "2"], tmp_path)
+    assert refused.returncode == 2
+    line = refused.stderr.strip().splitlines()[-1]
+    assert "--from_segment 2: the state after segment 1 was not kept" in line and "0, 3, 6" in line
+    again = generate([*args, "--from_segment", "3"], tmp_path)
+    assert again.returncode == 0, again.stderr
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["this_run"]["tasks_run"] == n - 3
+    bad = generate([*args[:-4], "--keep_states", "some", "-o", str(tmp_path / "w.mp4")], tmp_path)
+    assert bad.returncode == 2 and "--keep_states some" in bad.stderr and not (tmp_path / "w.run").exists()
