@@ -267,13 +267,14 @@ def plan(config: Config, inputs: Inputs) -> list[Segment]:
     if music.mode == "interpolate":
         segments = timeline.interpolate_segments(
             inputs.duration, inputs.lyrics, ips=music.ips, video_length=music.video_length, envelope=envelope,
-            fps=config.output.fps,
+            fps=config.output.fps, faithful_steps=music.faithful_steps,
         )
     else:
         inputs.beats = timeline.detect_beats(inputs.audio)
         segments = timeline.beat_segments(
             inputs.duration, inputs.beats, inputs.lyrics, ips=music.ips, envelope=envelope, mode=music.mode,
             text_weight=music.text_weight, audio_weight=music.audio_weight, fps=config.output.fps,
+            faithful_steps=music.faithful_steps,
         )
     if config.output.preview:
         segments = [dataclasses.replace(seg, steps=min(seg.steps, config.output.preview_steps)) for seg in segments]

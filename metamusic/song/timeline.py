@@ -14,7 +14,10 @@ Fixed here with respect to the original code (on purpose, documented where it ha
 - Audio before the first beat is a segment of its own (the original dropped it and drifted).
 - Every lyric drives a segment (the original advanced at most one lyric per beat segment, and
   compared lyric times with cumulative lengths that started at the first beat, not at 0 s).
-- Steps per segment are rounded and at least 1 (the original truncated with ``int()``).
+- Steps per segment are rounded and at least 1 (the original ran ``int(d * rate) + 1``;
+  ``faithful_steps`` restores that).
+- With the video's frame rate given, boundaries lie on frame times, so no segment is shorter
+  than a frame (:func:`snap_to_frames`).
 - The video has a constant frame rate with exactly ``round(duration * fps)`` frames: each frame
   shows the optimisation step that corresponds to its moment of music (:func:`frame_schedule`),
   instead of one mp4 per segment at a clipped, segment-specific fps.
@@ -163,15 +166,19 @@ def peak_volume(envelope: Envelope, start: float, end: float) -> float:
     return float(values[int(np.argmin(np.abs(times - 0.5 * (start + end))))])
 
 
-def steps_for_segment(duration: float, ips: float, peak_volume: float) -> int:
+def steps_for_segment(duration: float, ips: float, peak_volume: float, faithful: bool = False) -> int:
     """Steps for a segment: duration * ips, or duration * (10 + 110 * peak volume) if ips == 0 (Music2Video).
 
-    The original truncated with ``int()``; here the count is rounded and at least 1, so every
-    segment (even one shorter than a step) gets a step and can own frames.
+    Music2Video's ``generate.py`` loop runs steps 0..N with N = ``int(d * rate)`` and breaks after
+    step N, so ``int(d * rate) + 1`` steps (``faithful=True``, ``--faithful_steps``). By default
+    the count is rounded and at least 1: one step per ``1 / rate`` seconds of music, so the step
+    budget matches the song's length.
     """
     if ips < 0:
         raise InputError(f"-ips/--iterations_per_second must be >= 0 (0 = volume-scaled), got {ips}")
     rate = ips if ips > 0 else 10.0 + 110.0 * float(peak_volume)
+    if faithful:
+        return int(duration * rate) + 1
     return max(1, int(round(duration * rate)))
 
 
@@ -294,12 +301,12 @@ def snap_to_frames(
     return np.asarray([at(k) for k in kept], dtype=np.float64), snapped_lyrics
 
 
-def _steps(start: float, end: float, ips: float, envelope: Envelope | None) -> int:
+def _steps(start: float, end: float, ips: float, envelope: Envelope | None, faithful: bool = False) -> int:
     if ips == 0:
         if envelope is None:
             raise InputError("volume-scaled steps (-ips 0) need the song's volume envelope")
-        return steps_for_segment(end - start, 0, peak_volume(envelope, start, end))
-    return steps_for_segment(end - start, ips, 0.0)
+        return steps_for_segment(end - start, 0, peak_volume(envelope, start, end), faithful)
+    return steps_for_segment(end - start, ips, 0.0, faithful)
 
 
 def beat_segments(
@@ -314,6 +321,7 @@ def beat_segments(
     audio_weight: float = 1.0,
     min_segment: float = 0.0,
     fps: float | None = None,
+    faithful_steps: bool = False,
 ) -> list[Segment]:
     """Segments between beats, each driven by a lyric, its own audio or both (Music2Video ``generate.py``).
 
@@ -335,8 +343,9 @@ def beat_segments(
     With ``fps`` (the output video's frame rate), beats and lyric times are first moved onto the
     frame times (:func:`snap_to_frames`), so every segment owns at least one frame.
 
-    Steps per segment follow :func:`steps_for_segment` (``envelope`` is needed when ips == 0).
-    The result is contiguous, covers [0, duration] exactly and is indexed 0..n-1.
+    Steps per segment follow :func:`steps_for_segment` (``envelope`` is needed when ips == 0;
+    ``faithful_steps``: Music2Video's ``int(d * rate) + 1``). The result is contiguous, covers
+    [0, duration] exactly and is indexed 0..n-1.
     """
     _check_duration(duration)
     if mode not in MODES:
@@ -373,7 +382,7 @@ def beat_segments(
     for a, b, k in pieces:
         if not b > a:
             continue  # zero-length piece
-        steps = _steps(a, b, ips, envelope)
+        steps = _steps(a, b, ips, envelope, faithful_steps)
         if k is None:
             kind, text, li, tw, aw = "audio", None, None, 0.0, audio_weight
         elif mode == "m2v":
@@ -402,6 +411,7 @@ def interpolate_segments(
     video_length: float = 10.0,
     envelope: Envelope | None = None,
     fps: float | None = None,
+    faithful_steps: bool = False,
 ) -> list[Segment]:
     """Lyric-interval segments of Music2Video ``generate_interpolate.py``: text half, then audio half.
 
@@ -409,7 +419,8 @@ def interpolate_segments(
     lyric interval [t_i, t_i+1) (the last ends at the song's end) is split in halves: the first
     is driven by the lyric's text, the second by the audio of the WHOLE interval (audio window =
     [t_i, t_i+1)). Without lyrics: fixed audio-only windows of ``video_length`` seconds, the last
-    one shorter. Steps = max(1, round(d * ips)); ips == 0 uses the volume rule with ``envelope``.
+    one shorter. Steps = max(1, round(d * ips)) (``faithful_steps``: int(d * ips) + 1); ips == 0
+    uses the volume rule with ``envelope``.
 
     With ``fps``, lyric times, window edges and the halves' midpoints lie on frame times
     (:func:`snap_to_frames`; an odd number of frames gives the text half the extra frame, a
@@ -455,7 +466,7 @@ def interpolate_segments(
     for a, b, kind, k, wa, wb in plan:
         if not b > a:
             continue
-        steps = _steps(a, b, ips, envelope)
+        steps = _steps(a, b, ips, envelope, faithful_steps)
         if kind == "text":
             assert k is not None
             text, li, tw, aw = lines[k][1].text, lines[k][0], 1.0, 0.0

@@ -341,6 +341,29 @@ def test_interpolate_without_lyrics_uses_fixed_windows():
 # ------------------------------------------------------------------------ steps and volume
 
 
+@pytest.mark.parametrize("ips", [0, 7.5, 10])
+def test_faithful_steps_are_int_d_rate_plus_one(ips):
+    """--faithful_steps: Music2Video's loop runs int(d * rate) + 1 steps per segment (issue 14)."""
+    env = (np.arange(0, 6, 0.032), np.linspace(0, 1, len(np.arange(0, 6, 0.032))))
+    beats = np.array([0.544, 1.024, 1.536, 2.016, 3.04, 4.032])
+    lyrics = make_lyrics((1.1, "a"), (2.5, "b"))
+    for mode in ("m2v", "fused", "interpolate"):
+        kw = dict(ips=ips, envelope=env, fps=10)
+        if mode == "interpolate":
+            plain = interpolate_segments(6.0, lyrics, **kw)
+            faithful = interpolate_segments(6.0, lyrics, **kw, faithful_steps=True)
+        else:
+            plain = beat_segments(6.0, beats, lyrics, mode=mode, **kw)
+            faithful = beat_segments(6.0, beats, lyrics, mode=mode, **kw, faithful_steps=True)
+        assert [(s.start, s.end) for s in faithful] == [(s.start, s.end) for s in plain]
+        for s in faithful:
+            rate = ips if ips else 10 + 110 * peak_volume(env, s.start, s.end)
+            assert s.steps == int(s.duration * rate) + 1, (mode, s)
+        assert sum(s.steps for s in faithful) != sum(s.steps for s in plain)
+    assert steps_for_segment(0.5, 10, 0.0, faithful=True) == 6 and steps_for_segment(0.5, 10, 0.0) == 5
+    assert steps_for_segment(0.04, 10, 0.0, faithful=True) == 1
+
+
 def test_steps_for_segment():
     assert steps_for_segment(2.0, 10, 0.9) == 20  # fixed rate ignores volume
     assert steps_for_segment(2.0, 0, 0.0) == 20  # 10 steps/s when silent
