@@ -32,13 +32,13 @@ from metamusic.errors import InputError, MetaMusicError
 
 __all__ = [
     "ConcatResult",
+    "FrameTiming",
     "FrameWriter",
     "MediaInfo",
     "concat_videos",
     "extract_frame",
     "ffmpeg_exe",
     "frame_timing",
-    "FrameTiming",
     "mux_audio",
     "probe",
     "read_frames",

@@ -274,7 +274,7 @@ def snap_to_frames(
         inside = [i for i, ln in enumerate(lines) if ln.start < duration]
         ks: list[int] = []
         for i in inside:  # forward: one frame after the previous line at least
-            k = max(int(round(lines[i].start * fps)), ks[-1] + 1 if ks else 0)
+            k = max(round(lines[i].start * fps), ks[-1] + 1 if ks else 0)
             ks.append(k)
         for j in range(len(ks) - 1, -1, -1):  # backward: before the song's end and the next line
             ks[j] = min(ks[j], (ks[j + 1] if j + 1 < len(ks) else n) - 1)
@@ -290,13 +290,13 @@ def snap_to_frames(
             ln = lines[i]
             end = ln.end
             if end is not None:
-                ke = max(int(round(end * fps)), ks[j] + 1)
+                ke = max(round(end * fps), ks[j] + 1)
                 limit = ks[j + 1] if j + 1 < len(ks) else n
                 end = at(ke) if ke < limit else None
             lines[i] = LyricLine(start=at(ks[j]), text=ln.text, end=end, line=ln.line)
         snapped_lyrics = Lyrics(tuple(lines), path=lyrics.path, format=lyrics.format)
 
-    kb = {int(round(float(b) * fps)) for b in np.asarray(beats, dtype=np.float64).ravel() if 0.0 < b < duration}
+    kb = {round(float(b) * fps) for b in np.asarray(beats, dtype=np.float64).ravel() if 0.0 < b < duration}
     kept = sorted(k for k in kb if 0 < k < n)
     return np.asarray([at(k) for k in kept], dtype=np.float64), snapped_lyrics
 
@@ -434,13 +434,13 @@ def interpolate_segments(
 
     def on_frames(t: float) -> float:
         """``t`` moved to its nearest frame time (unchanged without fps)."""
-        return t if fps is None else int(round(t * fps)) / fps
+        return t if fps is None else round(t * fps) / fps
 
     def middle(a: float, b: float) -> float:
         """Where the text half [a, mid) ends: the midpoint, or the frame after the middle with fps."""
         if fps is None:
             return a + 0.5 * (b - a)
-        ka, kb = int(round(a * fps)), int(round(b * fps))
+        ka, kb = round(a * fps), round(b * fps)
         return (ka + (kb - ka + 1) // 2) / fps if ka + (kb - ka + 1) // 2 < kb else b
     # (start, end, kind, lyric position or None, audio_start, audio_end)
     plan: list[tuple[float, float, str, int | None, float, float]] = []
@@ -450,7 +450,7 @@ def interpolate_segments(
         n = max(1, math.ceil(duration / video_length - 1e-9))
         edges = [min(duration, on_frames(i * video_length)) for i in range(n)] + [duration]
         if fps is not None and frame_count(duration, fps) >= 1:  # a last window under half a frame joins the one before
-            edges = [e for e in edges[:-1] if int(round(e * fps)) < frame_count(duration, fps)] + [duration]
+            edges = [e for e in edges[:-1] if round(e * fps) < frame_count(duration, fps)] + [duration]
         plan = [(a, b, "audio", None, a, b) for a, b in zip(edges[:-1], edges[1:])]
     else:
         starts = [ln.start for _, ln in lines]

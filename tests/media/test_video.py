@@ -352,7 +352,7 @@ def test_b_frame_segments_are_reencoded_with_even_timing(tmp_path):
     paths = [bframe_clip(tmp_path / f"{i}.mp4", n) for i, n in enumerate(counts)]
     infos = [video.probe(p) for p in paths]
     assert infos[0].reordered  # the old writer's files
-    bad, why = video.first_mismatch(infos)
+    _, why = video.first_mismatch(infos)
     assert "B-frames" in why
     with pytest.raises(InputError, match="B-frames"):
         video.concat_videos(paths, tmp_path / "x.mp4", reencode=False, infos=infos)

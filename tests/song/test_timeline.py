@@ -348,7 +348,7 @@ def test_faithful_steps_are_int_d_rate_plus_one(ips):
     beats = np.array([0.544, 1.024, 1.536, 2.016, 3.04, 4.032])
     lyrics = make_lyrics((1.1, "a"), (2.5, "b"))
     for mode in ("m2v", "fused", "interpolate"):
-        kw = dict(ips=ips, envelope=env, fps=10)
+        kw = {"ips": ips, "envelope": env, "fps": 10}
         if mode == "interpolate":
             plain = interpolate_segments(6.0, lyrics, **kw)
             faithful = interpolate_segments(6.0, lyrics, **kw, faithful_steps=True)
