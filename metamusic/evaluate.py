@@ -683,7 +683,8 @@ def _resolve(args: argparse.Namespace) -> _Plan:
             raise InputError(f"{target}: not a run folder (no config.yaml) and not a video file")
         config = Config.load(run.config_path)
         models = config.models
-        fps = float(config.output.fps)
+        o = config.output  # the final video's rate: -ofps when it was motion-interpolated
+        fps = float(o.output_video_fps if o.output_video_fps > 9 else o.fps)
         audio = audio or config.music.audio
         if lyrics is None:
             lyrics, fmt = config.music.lyrics, fmt or config.music.lyrics_format
