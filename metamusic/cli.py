@@ -53,6 +53,9 @@ FLAGS: tuple[Flag, ...] = (
        "fused: weighted sum of the active lyric and the segment's audio", choices=["m2v", "fused"]),
     _f("--text_weight", "music.text_weight", "fused mode: weight of the lyric's text prompt", type=float),
     _f("--audio_weight", "music.audio_weight", "fused mode: weight of the audio prompt", type=float),
+    _f("--faithful_steps", "music.faithful_steps",
+       "int(d x rate) + 1 steps per segment, as Music2Video's loop (default: round(d x rate), at least 1)",
+       action="store_true"),
     _f("-vl --video_length", "music.video_length",
        "interpolate mode without lyrics: window length in seconds", type=float),
     # -- models

@@ -45,11 +45,12 @@ class MusicConfig:
     text_weight: float = 1.0
     audio_weight: float = 1.0
     video_length: float = 10.0  # interpolate mode without lyrics: window length in seconds
+    faithful_steps: bool = False  # int(d * rate) + 1 steps per segment as Music2Video, not round(d * rate)
 
 
 @dataclass
 class StepSettings:
-    """The VQGAN-CLIP optimisation step (REFERENCE.md section 2)."""
+    """The VQGAN-CLIP optimisation step (nerdyrodent/VQGAN-CLIP generate.py)."""
 
     cut_method: str = "latest"
     cutn: int = 32

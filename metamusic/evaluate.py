@@ -13,9 +13,13 @@ with CLIP's image encoder. From the (N, D) embeddings and the per-pair pixel cha
 - the largest jump (where the embedding moves most from one frame to the next);
 - A/V sync: video stream length against the song's length.
 
+Frame times come from the frames' own timestamps (:func:`frame_clock`), not from the container's
+average frame rate, which a frame stretched by a muxer or a join skews; when a run folder is
+scored, from its configured ``--fps`` (frame k shows k / fps, the renderer's own rule).
+
 Segments come from a run folder's ``storyboard.yaml``; without one, from the lyrics (a lead-in
 before the first line, then [t_i, t_i+1), the last line up to the song's end), or fixed 2 s
-windows without lyrics. Frame k (time k / fps) belongs to the segment with
+windows without lyrics. A frame at time t, in slot k = round(t * fps), belongs to the segment with
 round(start * fps) <= k < round(end * fps), the renderer's own rule (timeline.frame_schedule).
 A pair of consecutive evaluated frames belongs to the segment of its second frame.
 
@@ -51,6 +55,7 @@ __all__ = [
     "cosine",
     "evaluate",
     "fixed_windows",
+    "frame_clock",
     "largest_jump",
     "lyric_segments",
     "main",
@@ -163,6 +168,31 @@ def av_sync(video_duration: float, audio_duration: float, fps: float) -> dict[st
         "frames": diff * fps,
         "within_one_frame": bool(abs(diff) <= 1.0 / fps + 1e-6),
     }
+
+
+def frame_clock(pts: Any, fps: float | None = None) -> tuple[np.ndarray, float, float]:
+    """(frame times (N,) in seconds, frame rate, video length in seconds) of a video's N frames.
+
+    With ``fps`` (a run folder's configured rate) frame k shows k / fps and the video lasts N / fps.
+    Otherwise from the frames' presentation timestamps ``pts`` (N,) in seconds: the rate is one
+    over the median interval between consecutive frames (a frame stretched by a join or a long
+    last frame does not move it, unlike the container's average rate), and the video ends one
+    such interval after its last frame starts.
+    """
+    t = _as_float64(pts).reshape(-1)
+    n = t.size
+    if fps is not None:
+        if not (fps > 0 and math.isfinite(fps)):
+            raise ValueError(f"fps must be positive, got {fps}")
+        return np.arange(n, dtype=np.float64) / fps, float(fps), n / float(fps)
+    if n == 0:
+        raise ValueError("no frame timestamps")
+    steps = np.diff(t)
+    steps = steps[steps > 0]
+    if steps.size == 0:
+        raise ValueError("need two frames with different timestamps to tell the frame rate")
+    period = float(np.median(steps))
+    return t, 1.0 / period, float(t[-1] + period)
 
 
 def audio_window(
@@ -423,12 +453,14 @@ def evaluate(
     segments: Sequence[Any] | None = None,
     every: int = 1,
     batch: int = 16,
+    fps: float | None = None,
 ) -> EvaluationResult:
     """Score ``video`` against its song (Audio at 16 kHz or a path) and lyrics (Lyrics, a path or None).
 
     ``segments``: storyboard Segments of the run (else lyric intervals or 2 s windows).
+    ``fps``: the run's configured frame rate (frame k at k / fps); else the frames' timestamps.
     """
-    from metamusic.media.video import probe, read_frames
+    from metamusic.media.video import frame_timing, probe, read_frames
     from metamusic.song.timeline import detect_beats
 
     if every < 1 or batch < 1:
@@ -438,7 +470,10 @@ def evaluate(
     info = probe(video)
     if not info.has_video or not info.fps or not info.video_frames:
         raise InputError(f"{video}: no video frames to evaluate")
-    fps = float(info.fps)
+    if fps is None and info.video_frames > 1:
+        all_times, fps, video_seconds = frame_clock(frame_timing(video).times())
+    else:  # a run's configured rate; a one-frame video has no interval to measure
+        all_times, fps, video_seconds = frame_clock(np.zeros(info.video_frames), fps or float(info.fps))
     if segments:
         evals, source = _from_storyboard(segments, lyrics), "storyboard"
     elif lyrics is not None and lyrics.lines:
@@ -450,8 +485,11 @@ def evaluate(
     index, embeds, pair_pixel = _embed_video(read_frames(video), perceptor, every, batch)
     if len(index) == 0:
         raise InputError(f"{video}: no frame could be decoded")
-    times = index / fps  # (M,)
-    owner = segment_of_frames(index, evals, fps)  # (M,)
+    index = index[index < len(all_times)]  # a decoder never yields more frames than packets; be safe
+    embeds, pair_pixel = embeds[: len(index)], pair_pixel[: max(0, len(index) - 1)]
+    times = all_times[index]  # (M,)
+    slot = np.rint(times * fps).astype(np.int64)  # (M,) the frame slot each frame fills at the video's rate
+    owner = segment_of_frames(slot, evals, fps)  # (M,)
 
     # 3. Targets: one text embedding per lyric, one Wav2CLIP embedding per segment.
     text_e = _embed_texts(perceptor, [s.text for s in evals if s.text])
@@ -494,7 +532,6 @@ def evaluate(
         return {"frame": frame, "time": t, "value": v,
                 "segment": evals[seg].index if seg is not None else None}
 
-    video_seconds = info.video_duration or info.duration or 0.0
     lyric_marks = [(ln.start, ln.text) for ln in lyrics.lines] if lyrics is not None else []
     return EvaluationResult(
         video=video, audio=audio.path, fps=fps, video_frames=int(info.video_frames), every=every,
@@ -628,6 +665,7 @@ class _Plan:
     models: Any  # metamusic.config.ModelConfig
     segments: list[Any] | None
     outdir: Path
+    fps: float | None = None  # a run folder's configured frame rate
 
 
 def _resolve(args: argparse.Namespace) -> _Plan:
@@ -636,7 +674,7 @@ def _resolve(args: argparse.Namespace) -> _Plan:
 
     target = Path(args.video).expanduser()
     models = ModelConfig()
-    audio, lyrics, fmt, segments = args.audio_prompt, args.lyrics, args.lyrics_format, None
+    audio, lyrics, fmt, segments, fps = args.audio_prompt, args.lyrics, args.lyrics_format, None, None
     if target.is_dir():
         from metamusic.runfolder import RunFolder
 
@@ -645,6 +683,8 @@ def _resolve(args: argparse.Namespace) -> _Plan:
             raise InputError(f"{target}: not a run folder (no config.yaml) and not a video file")
         config = Config.load(run.config_path)
         models = config.models
+        o = config.output  # the final video's rate: -ofps when it was motion-interpolated
+        fps = float(o.output_video_fps if o.output_video_fps > 9 else o.fps)
         audio = audio or config.music.audio
         if lyrics is None:
             lyrics, fmt = config.music.lyrics, fmt or config.music.lyrics_format
@@ -671,7 +711,7 @@ def _resolve(args: argparse.Namespace) -> _Plan:
         audio = str(video)  # the video's own sound track (checked to exist below)
         log.info("no -ap given: using the sound track of %s", video)
     return _Plan(video, Path(audio).expanduser(), Path(lyrics).expanduser() if lyrics else None, fmt, models,
-                 segments, Path(args.output).expanduser() if args.output else default_out)
+                 segments, Path(args.output).expanduser() if args.output else default_out, fps)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -721,7 +761,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # 3. Score and report.
     result = evaluate(plan.video, audio, lyrics, perceptor, wav2clip, segments=plan.segments,
-                      every=args.every, batch=args.batch)
+                      every=args.every, batch=args.batch, fps=plan.fps)
     paths = write_report(result, plan.outdir)
     o, s = result.overall, result.sync
     fmt = lambda x: "n/a" if not math.isfinite(x) else f"{x:.4f}"  # noqa: E731

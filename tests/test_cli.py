@@ -72,6 +72,12 @@ def test_paper_command_line_parses(tmp_path):
     assert video == Path("outputs/output.mp4") and run_dir == Path("outputs/output.run")
 
 
+def test_faithful_steps_flag_sets_the_config():
+    config, _ = parse_config(["--faithful_steps", "-gid", "cpu"], "generate.py", "", Config())
+    assert config.music.faithful_steps is True
+    assert parse_config(["-gid", "cpu"], "generate.py", "", Config())[0].music.faithful_steps is False
+
+
 def test_output_mp4_is_exact_and_run_dir_override():
     config, _ = parse_config(["-o", "a/b/clip.mp4", "--run_dir", "elsewhere", "-gid", "cpu"], "g", "", Config())
     assert output_paths(config) == (Path("a/b/clip.mp4"), Path("elsewhere"))

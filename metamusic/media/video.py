@@ -3,7 +3,7 @@
 Frames stream to an ffmpeg pipe from a background thread (:class:`FrameWriter`); segments are
 joined with the concat demuxer (stream copy when they match) and the song is muxed as AAC
 (:func:`concat_videos`, :func:`mux_audio`). There is no ffprobe here, so :func:`probe` parses
-``ffmpeg -i`` and counts frames with a null-muxer pass. Every output is written to a hidden
+``ffmpeg -i`` and reads the frames' stored timestamps with a packet-copy pass (:func:`frame_timing`). Every output is written to a hidden
 temporary name beside its destination and renamed onto it only when ffmpeg succeeded, so a file
 at the destination path is always complete.
 
@@ -34,11 +34,13 @@ from metamusic.media.ffmpeg import exit_description, ffmpeg_exe, last_error_line
 
 __all__ = [
     "ConcatResult",
+    "FrameTiming",
     "FrameWriter",
     "MediaInfo",
     "concat_videos",
     "extract_frame",
     "ffmpeg_exe",
+    "frame_timing",
     "mux_audio",
     "probe",
     "read_frames",
@@ -83,7 +85,7 @@ class MediaInfo:
 
     path: Path
     duration: float | None  # container duration in seconds (10 ms resolution)
-    video_frames: int | None  # counted by a null-muxer pass over the video packets
+    video_frames: int | None  # packets of the video stream (frame_timing)
     fps: float | None
     width: int | None
     height: int | None
@@ -93,6 +95,9 @@ class MediaInfo:
     audio_codec: str | None
     audio_sample_rate: int | None
     has_subtitles: bool
+    # Filled by probe(count_frames=True) from the packets' own timestamps (frame_timing):
+    reordered: bool | None = None  # frames stored out of display order (B-frames): dts != pts somewhere
+    even: bool | None = None  # every frame lasts the same period and starts where the previous one ends
 
     @property
     def has_video(self) -> bool:
@@ -184,6 +189,60 @@ def count_video_frames(path: Path) -> int:
     return int(frames[-1])
 
 
+@dataclass(frozen=True)
+class FrameTiming:
+    """Timestamps of a video stream's frames, in display order, as stored (no decoding, no re-timing)."""
+
+    time_base: Fraction  # seconds per tick
+    pts: tuple[int, ...]  # (N,) presentation time of each frame, ticks, ascending
+    durations: tuple[int, ...]  # (N,) how long each frame lasts, ticks
+    reordered: bool  # some frame is decoded before it is shown (dts != pts): B-frames
+
+    def __len__(self) -> int:
+        return len(self.pts)
+
+    def times(self) -> np.ndarray:
+        """(N,) presentation times in seconds."""
+        return np.asarray(self.pts, dtype=np.float64) * float(self.time_base)
+
+    @property
+    def end(self) -> float:
+        """When the last frame stops showing, in seconds (0 for no frame)."""
+        if not self.pts:
+            return 0.0
+        return float((self.pts[-1] + self.durations[-1]) * self.time_base)
+
+    def period(self) -> Fraction | None:
+        """The common frame period in seconds when every frame lasts it and follows the previous one, else None."""
+        if not self.pts:
+            return None
+        steps = {b - a for a, b in zip(self.pts[:-1], self.pts[1:])} | set(self.durations)
+        if len(steps) != 1:
+            return None
+        return steps.pop() * self.time_base
+
+
+def frame_timing(path: Path | str) -> FrameTiming:
+    """The stored timestamps of the first video stream's frames (packet copy to framemd5: fast, no decode)."""
+    proc = _run_ffmpeg(
+        ["-loglevel", "error", "-i", str(path), "-map", "0:v:0", "-c", "copy", "-f", "framemd5", "pipe:1"],
+        f"reading the frame timestamps of {path}",
+    )
+    time_base: Fraction | None = None
+    packets: list[tuple[int, int, int]] = []  # (pts, dts, duration)
+    for line in proc.stdout.decode("utf-8", "replace").splitlines():
+        if line.startswith("#tb 0:"):
+            time_base = Fraction(line.split(":", 1)[1].strip())
+        elif line and not line.startswith("#"):
+            cols = [c.strip() for c in line.split(",")]
+            packets.append((int(cols[2]), int(cols[1]), int(cols[3])))  # stream, dts, pts, duration, ...
+    if time_base is None:
+        raise MetaMusicError(f"{path}: ffmpeg reported no time base for the video stream")
+    reordered = any(pts != dts for pts, dts, _ in packets)
+    packets.sort()
+    return FrameTiming(time_base, tuple(p for p, _, _ in packets), tuple(d for _, _, d in packets), reordered)
+
+
 def probe(path: Path | str, count_frames: bool = True) -> MediaInfo:
     """Describe a media file by parsing ``ffmpeg -i`` (there is no ffprobe); InputError if unreadable."""
     path = Path(path)
@@ -194,7 +253,10 @@ def probe(path: Path | str, count_frames: bool = True) -> MediaInfo:
         raise InputError(f"{path}: not a readable media file ({last_error_line(proc.stderr)})")
     info = _parse_probe(path, proc.stderr)
     if count_frames and info.has_video:
-        info.video_frames = count_video_frames(path)
+        timing = frame_timing(path)
+        info.video_frames = len(timing)
+        info.reordered = timing.reordered
+        info.even = timing.period() is not None
     return info
 
 
@@ -251,7 +313,9 @@ class FrameWriter:
             "-loglevel", "error", "-y",
             "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-framerate", rate,
             "-i", "pipe:0", "-an",
-            "-c:v", "libx264", "-preset", str(preset), "-crf", str(int(crf)), "-pix_fmt", "yuv420p",
+            # no B-frames: segment files then join by stream copy with every frame lasting 1/fps
+            # (see _joinable); costs a few percent of file size at crf 17
+            "-c:v", "libx264", "-preset", str(preset), "-crf", str(int(crf)), "-bf", "0", "-pix_fmt", "yuv420p",
             "-r", rate, "-movflags", "+faststart", "-f", "mp4", str(self.temp_path),
         ]
         # Own session: a terminal Ctrl-C reaches Python, which then aborts ffmpeg itself.
@@ -470,8 +534,30 @@ def _compatible(a: MediaInfo, b: MediaInfo) -> str | None:
     return None
 
 
+def _joinable(info: MediaInfo) -> str | None:
+    """Why ``info`` cannot be stream-copied next to other files with exact frame timing (None when it can).
+
+    The concat demuxer shifts each file by the length of the ones before it. With B-frames a file's
+    decode times start before its presentation times by the reorder delay, which differs between a
+    one-frame file (0) and a longer one, so joined decode times collide and the muxer stretches
+    some frames to several frame periods. Files without reordering and with evenly timed frames
+    join exactly.
+    """
+    if info.reordered:
+        return "its frames are stored out of display order (B-frames), which a stream-copy join cannot time evenly"
+    if info.even is False:
+        return "its frames do not all last one frame period"
+    return None
+
+
 def first_mismatch(infos: Sequence[MediaInfo]) -> tuple[MediaInfo, str] | None:
-    """The first segment whose codec, size, pixel format or frame rate differs from the first one's."""
+    """The first segment that cannot be stream-copied after the first: codec, size, pixel format or
+    frame rate differ from the first one's, or (when joining several) B-frames or uneven frame timing."""
+    if len(infos) > 1:
+        for info in infos:
+            why = _joinable(info)
+            if why is not None:
+                return info, why
     for info in infos[1:]:
         why = _compatible(infos[0], info)
         if why is not None:

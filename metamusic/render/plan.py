@@ -96,13 +96,15 @@ def song_timeline(config: Config, inputs: Inputs) -> tuple[list[Segment], Analys
     beats: Sequence[float] = ()
     if music.mode == "interpolate":
         segments = timeline.interpolate_segments(
-            inputs.duration, inputs.lyrics, ips=music.ips, video_length=music.video_length, envelope=(times, values)
+            inputs.duration, inputs.lyrics, ips=music.ips, video_length=music.video_length, envelope=(times, values),
+            fps=config.output.fps, faithful_steps=music.faithful_steps,
         )
     else:
         beats = timeline.detect_beats(inputs.audio)
         segments = timeline.beat_segments(
             inputs.duration, beats, inputs.lyrics, ips=music.ips, envelope=(times, values), mode=music.mode,
-            text_weight=music.text_weight, audio_weight=music.audio_weight,
+            text_weight=music.text_weight, audio_weight=music.audio_weight, fps=config.output.fps,
+            faithful_steps=music.faithful_steps,
         )
     if config.output.preview:
         segments = [dataclasses.replace(seg, steps=min(seg.steps, config.output.preview_steps)) for seg in segments]

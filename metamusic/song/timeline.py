@@ -14,7 +14,10 @@ Fixed here with respect to the original code (on purpose, documented where it ha
 - Audio before the first beat is a segment of its own (the original dropped it and drifted).
 - Every lyric drives a segment (the original advanced at most one lyric per beat segment, and
   compared lyric times with cumulative lengths that started at the first beat, not at 0 s).
-- Steps per segment are rounded and at least 1 (the original truncated with ``int()``).
+- Steps per segment are rounded and at least 1 (the original ran ``int(d * rate) + 1``;
+  ``faithful_steps`` restores that).
+- With the video's frame rate given, boundaries lie on frame times, so no segment is shorter
+  than a frame (:func:`snap_to_frames`).
 - The video has a constant frame rate with exactly ``round(duration * fps)`` frames: each frame
   shows the optimisation step that corresponds to its moment of music (:func:`frame_schedule`),
   instead of one mp4 per segment at a clipped, segment-specific fps.
@@ -163,15 +166,19 @@ def peak_volume(envelope: Envelope, start: float, end: float) -> float:
     return float(values[int(np.argmin(np.abs(times - 0.5 * (start + end))))])
 
 
-def steps_for_segment(duration: float, ips: float, peak_volume: float) -> int:
+def steps_for_segment(duration: float, ips: float, peak_volume: float, faithful: bool = False) -> int:
     """Steps for a segment: duration * ips, or duration * (10 + 110 * peak volume) if ips == 0 (Music2Video).
 
-    The original truncated with ``int()``; here the count is rounded and at least 1, so every
-    segment (even one shorter than a step) gets a step and can own frames.
+    Music2Video's ``generate.py`` loop runs steps 0..N with N = ``int(d * rate)`` and breaks after
+    step N, so ``int(d * rate) + 1`` steps (``faithful=True``, ``--faithful_steps``). By default
+    the count is rounded and at least 1: one step per ``1 / rate`` seconds of music, so the step
+    budget matches the song's length.
     """
     if ips < 0:
         raise InputError(f"-ips/--iterations_per_second must be >= 0 (0 = volume-scaled), got {ips}")
     rate = ips if ips > 0 else 10.0 + 110.0 * float(peak_volume)
+    if faithful:
+        return int(duration * rate) + 1
     return max(1, int(round(duration * rate)))
 
 
@@ -230,12 +237,76 @@ def _thin_beats(beats: np.ndarray, duration: float, fixed: list[float], min_segm
     return kept
 
 
-def _steps(start: float, end: float, ips: float, envelope: Envelope | None) -> int:
+def snap_to_frames(
+    duration: float, beats: np.ndarray, lyrics: Lyrics | None, fps: float
+) -> tuple[np.ndarray, Lyrics | None]:
+    """Beats and lyric times moved onto the video's frame times k / fps, so every segment owns a frame.
+
+    A segment owns the frames round(start * fps) .. round(end * fps) - 1 (:func:`frame_schedule`),
+    so a boundary within half a frame of another used to cut a segment that no frame shows while
+    its steps still ran. Here every boundary moves to its nearest frame time (by at most half a
+    frame), and boundaries that meet become one:
+
+    - beats landing on the same frame become one; a beat landing on 0 or on the song's last frame
+      time is dropped; a beat landing on a lyric time becomes the same boundary (a lyric exactly
+      on a beat drives the segment starting there);
+    - a lyric start landing on the previous line's frame moves one frame later, and lines near
+      the song's end move back from it, so every line keeps a segment of at least one frame
+      (InputError only when more lines start in a stretch than it has frames);
+    - an SRT end time stays at least one frame after its line's start; one that reaches the next
+      line's start (or the song's end) is dropped, so no gap shorter than a frame is cut.
+
+    The song's end is not moved. Lines starting at or after the song's end are returned unchanged
+    (segmentations leave them out). A song shorter than half a frame is returned unchanged.
+    """
+    if not (fps > 0 and math.isfinite(fps)):
+        raise InputError(f"output frame rate must be > 0, got {fps}")
+    n = frame_count(duration, fps)  # frames of the video; frame index n is the song's end
+    if n < 1:
+        return np.asarray(beats, dtype=np.float64).ravel(), lyrics
+
+    def at(k: int) -> float:
+        return k / fps
+
+    snapped_lyrics = lyrics
+    if lyrics is not None:
+        lines = list(lyrics.lines)
+        inside = [i for i, ln in enumerate(lines) if ln.start < duration]
+        ks: list[int] = []
+        for i in inside:  # forward: one frame after the previous line at least
+            k = max(round(lines[i].start * fps), ks[-1] + 1 if ks else 0)
+            ks.append(k)
+        for j in range(len(ks) - 1, -1, -1):  # backward: before the song's end and the next line
+            ks[j] = min(ks[j], (ks[j + 1] if j + 1 < len(ks) else n) - 1)
+        for j, k in enumerate(ks):
+            if k < 0 or (j and k <= ks[j - 1]):
+                ln = lines[inside[j]]
+                name = str(lyrics.path) if lyrics.path is not None else "lyrics"
+                raise InputError(
+                    f"{name} line {ln.line or inside[j] + 1}: too many lyric lines start near {ln.start:.3f} s "
+                    f"for a {fps:g} fps video (each needs a frame); raise --fps"
+                )
+        for j, i in enumerate(inside):
+            ln = lines[i]
+            end = ln.end
+            if end is not None:
+                ke = max(round(end * fps), ks[j] + 1)
+                limit = ks[j + 1] if j + 1 < len(ks) else n
+                end = at(ke) if ke < limit else None
+            lines[i] = LyricLine(start=at(ks[j]), text=ln.text, end=end, line=ln.line)
+        snapped_lyrics = Lyrics(tuple(lines), path=lyrics.path, format=lyrics.format)
+
+    kb = {round(float(b) * fps) for b in np.asarray(beats, dtype=np.float64).ravel() if 0.0 < b < duration}
+    kept = sorted(k for k in kb if 0 < k < n)
+    return np.asarray([at(k) for k in kept], dtype=np.float64), snapped_lyrics
+
+
+def _steps(start: float, end: float, ips: float, envelope: Envelope | None, faithful: bool = False) -> int:
     if ips == 0:
         if envelope is None:
             raise InputError("volume-scaled steps (-ips 0) need the song's volume envelope")
-        return steps_for_segment(end - start, 0, peak_volume(envelope, start, end))
-    return steps_for_segment(end - start, ips, 0.0)
+        return steps_for_segment(end - start, 0, peak_volume(envelope, start, end), faithful)
+    return steps_for_segment(end - start, ips, 0.0, faithful)
 
 
 def beat_segments(
@@ -249,6 +320,8 @@ def beat_segments(
     text_weight: float = 1.0,
     audio_weight: float = 1.0,
     min_segment: float = 0.0,
+    fps: float | None = None,
+    faithful_steps: bool = False,
 ) -> list[Segment]:
     """Segments between beats, each driven by a lyric, its own audio or both (Music2Video ``generate.py``).
 
@@ -267,12 +340,19 @@ def beat_segments(
     Pieces with a lyric are kind "fused" (that text with ``text_weight`` plus the piece's audio
     with ``audio_weight``); the others are kind "audio".
 
-    Steps per segment follow :func:`steps_for_segment` (``envelope`` is needed when ips == 0).
-    The result is contiguous, covers [0, duration] exactly and is indexed 0..n-1.
+    With ``fps`` (the output video's frame rate), beats and lyric times are first moved onto the
+    frame times (:func:`snap_to_frames`), so every segment owns at least one frame.
+
+    Steps per segment follow :func:`steps_for_segment` (``envelope`` is needed when ips == 0;
+    ``faithful_steps``: Music2Video's ``int(d * rate) + 1``). The result is contiguous, covers
+    [0, duration] exactly and is indexed 0..n-1.
     """
     _check_duration(duration)
     if mode not in MODES:
         raise InputError(f"timeline mode must be one of {', '.join(MODES)}, got {mode!r}")
+    _song_lyrics(lyrics, duration)  # validate the times as written, before moving them
+    if fps is not None:
+        beats, lyrics = snap_to_frames(duration, beats, lyrics, fps)
     lines = _song_lyrics(lyrics, duration)
     starts = [ln.start for _, ln in lines]
 
@@ -302,7 +382,7 @@ def beat_segments(
     for a, b, k in pieces:
         if not b > a:
             continue  # zero-length piece
-        steps = _steps(a, b, ips, envelope)
+        steps = _steps(a, b, ips, envelope, faithful_steps)
         if k is None:
             kind, text, li, tw, aw = "audio", None, None, 0.0, audio_weight
         elif mode == "m2v":
@@ -330,6 +410,8 @@ def interpolate_segments(
     ips: float = 100,
     video_length: float = 10.0,
     envelope: Envelope | None = None,
+    fps: float | None = None,
+    faithful_steps: bool = False,
 ) -> list[Segment]:
     """Lyric-interval segments of Music2Video ``generate_interpolate.py``: text half, then audio half.
 
@@ -337,17 +419,38 @@ def interpolate_segments(
     lyric interval [t_i, t_i+1) (the last ends at the song's end) is split in halves: the first
     is driven by the lyric's text, the second by the audio of the WHOLE interval (audio window =
     [t_i, t_i+1)). Without lyrics: fixed audio-only windows of ``video_length`` seconds, the last
-    one shorter. Steps = max(1, round(d * ips)); ips == 0 uses the volume rule with ``envelope``.
+    one shorter. Steps = max(1, round(d * ips)) (``faithful_steps``: int(d * ips) + 1); ips == 0
+    uses the volume rule with ``envelope``.
+
+    With ``fps``, lyric times, window edges and the halves' midpoints lie on frame times
+    (:func:`snap_to_frames`; an odd number of frames gives the text half the extra frame, a
+    one-frame interval is all text), so every segment owns at least one frame.
     """
     _check_duration(duration)
+    _song_lyrics(lyrics, duration)
+    if fps is not None:
+        _, lyrics = snap_to_frames(duration, np.zeros(0), lyrics, fps)
     lines = _song_lyrics(lyrics, duration)
+
+    def on_frames(t: float) -> float:
+        """``t`` moved to its nearest frame time (unchanged without fps)."""
+        return t if fps is None else round(t * fps) / fps
+
+    def middle(a: float, b: float) -> float:
+        """Where the text half [a, mid) ends: the midpoint, or the frame after the middle with fps."""
+        if fps is None:
+            return a + 0.5 * (b - a)
+        ka, kb = round(a * fps), round(b * fps)
+        return (ka + (kb - ka + 1) // 2) / fps if ka + (kb - ka + 1) // 2 < kb else b
     # (start, end, kind, lyric position or None, audio_start, audio_end)
     plan: list[tuple[float, float, str, int | None, float, float]] = []
     if not lines:
         if not video_length > 0:
             raise InputError(f"-vl/--video_length must be > 0, got {video_length}")
         n = max(1, math.ceil(duration / video_length - 1e-9))
-        edges = [min(duration, i * video_length) for i in range(n)] + [duration]
+        edges = [min(duration, on_frames(i * video_length)) for i in range(n)] + [duration]
+        if fps is not None and frame_count(duration, fps) >= 1:  # a last window under half a frame joins the one before
+            edges = [e for e in edges[:-1] if round(e * fps) < frame_count(duration, fps)] + [duration]
         plan = [(a, b, "audio", None, a, b) for a, b in zip(edges[:-1], edges[1:])]
     else:
         starts = [ln.start for _, ln in lines]
@@ -355,7 +458,7 @@ def interpolate_segments(
             plan.append((0.0, starts[0], "audio", None, 0.0, starts[0]))
         for k, a in enumerate(starts):
             b = starts[k + 1] if k + 1 < len(starts) else duration
-            mid = a + 0.5 * (b - a)
+            mid = middle(a, b)
             plan.append((a, mid, "text", k, a, b))
             plan.append((mid, b, "audio", None, a, b))
 
@@ -363,7 +466,7 @@ def interpolate_segments(
     for a, b, kind, k, wa, wb in plan:
         if not b > a:
             continue
-        steps = _steps(a, b, ips, envelope)
+        steps = _steps(a, b, ips, envelope, faithful_steps)
         if kind == "text":
             assert k is not None
             text, li, tw, aw = lines[k][1].text, lines[k][0], 1.0, 0.0

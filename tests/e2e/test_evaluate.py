@@ -197,6 +197,35 @@ def test_driver_every_nth_frame_and_short_video(models, media):
     assert math.isnan(result.overall["text_alignment"])
 
 
+def test_frame_times_come_from_timestamps_not_the_average_rate(models, media, tmp_path):
+    """A 10 fps video whose last frame the container stretches: `ffmpeg -i` says 8 fps (issue 19)."""
+    from metamusic.media.video import FrameWriter, ffmpeg_exe, probe
+
+    n = int(SONG_SECONDS * FPS)
+    with FrameWriter(tmp_path / "even.mp4", FPS, (SIZE, SIZE), preset="ultrafast") as w:
+        for k in range(n):
+            w.write(pattern(k) if k < 20 else 255 - pattern(k))  # the cut: frame 20, at 2.0 s
+    subprocess.run([ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-i", str(tmp_path / "even.mp4"), "-c", "copy",
+                    "-bsf:v", f"setts=duration=if(eq(N\\,{n - 1})\\,DURATION*16\\,DURATION)",
+                    str(tmp_path / "stretched.mp4")], check=True)
+    video = tmp_path / "stretched.mp4"
+    assert probe(video).fps < 9  # the container's average rate is wrong
+    perceptor, wav2clip = models
+    result = ev.evaluate(video, media["song"], media["lyrics"], perceptor, wav2clip)
+    assert result.fps == pytest.approx(FPS)
+    assert np.allclose(result.frame_time, np.arange(n) / FPS)
+    assert result.largest_pixel_jump["time"] == pytest.approx(2.0) and result.largest_pixel_jump["frame"] == 20
+    assert result.sync["within_one_frame"] is True and result.sync["difference"] == pytest.approx(0.0, abs=1e-6)
+    assert [s.n_frames for s in result.segments] == [10, 15, 15]
+
+
+def test_frame_clock():
+    times, rate, length = ev.frame_clock([0.0, 0.1, 0.2, 0.5, 0.6])  # one frame held for three periods
+    assert rate == pytest.approx(10.0) and length == pytest.approx(0.7) and times.tolist() == [0.0, 0.1, 0.2, 0.5, 0.6]
+    times, rate, length = ev.frame_clock(np.zeros(4), fps=25)  # a run folder: its configured rate
+    assert times.tolist() == [0.0, 0.04, 0.08, 0.12] and rate == 25 and length == pytest.approx(0.16)
+
+
 # --------------------------------------------------------------------------- command line
 
 
@@ -242,6 +271,7 @@ def test_cli_reads_a_run_folder(tiny_models, media, tmp_path):
     config.models.clip_model = tiny_models["clip"]
     config.models.wav2clip_checkpoint = tiny_models["wav2clip"]
     config.output.output = str(media["short"].with_suffix(".png"))  # the renderer writes <stem>.mp4
+    config.output.fps = FPS  # the rate the video was rendered at: frame k shows k / fps
     run = RunFolder(tmp_path / "short.run")
     run.create()
     run.write_config(config)

@@ -178,9 +178,10 @@ def test_runner_renders_scores_and_tabulates_every_configuration(runner, tiny_mo
     for name in names:
         tasks = json.loads((out / name / "video.run" / "run.json").read_text())["tasks"]
         assert int(by[name]["steps"]) == sum(s["steps"] for s in tasks.values()), name
-    # text guidance shows: with the lyrics driving every frame, frames match the lyrics better than
-    # with audio alone, on the same seed (tiny random models, but the same optimisation signal)
-    assert float(by["text_only"]["text_alignment"]) > float(by["audio_only"]["text_alignment"])
+    # ... and every configuration spends the same budget within 5%: lyric times near beats cut no
+    # segment shorter than a frame, so no configuration pays extra steps for slivers (issue 19)
+    spent = {name: int(r["steps"]) for name, r in by.items() if r["status"] == "ok"}
+    assert max(spent.values()) <= 1.05 * min(spent.values()), spent
 
     # results.md: the table has one row per configuration and the status column
     table_rows = [ln for ln in table.splitlines() if ln.startswith("| `")]

@@ -301,3 +301,73 @@ def test_concat_refuses_non_audio_music(tmp_path, three_segments):
     with pytest.raises(InputError, match="no audio stream"):
         video.concat_videos(three_segments, tmp_path / "x.mp4", audio=three_segments[0])
     assert not (tmp_path / "x.mp4").exists()
+
+
+# ----------------------------------------------------------------------------------------------
+# Frame timing of joined videos (issue 19)
+
+
+def bframe_clip(path: Path, n: int, fps: float = FPS, size=(W, H)) -> Path:
+    """A clip as older MetaMusic versions wrote segments: libx264 with its default B-frames."""
+    subprocess.run(
+        [video.ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
+         f"testsrc=size={size[0]}x{size[1]}:rate={fps}", "-frames:v", str(n), "-c:v", "libx264",
+         "-preset", "medium", "-pix_fmt", "yuv420p", str(path)],
+        check=True,
+    )
+    return path
+
+
+def assert_even(path: Path, n: int, fps: float = FPS) -> None:
+    """``path`` has ``n`` frames, frame k shown at exactly k / fps and lasting exactly 1 / fps."""
+    from fractions import Fraction
+
+    timing = video.frame_timing(path)
+    assert len(timing) == n
+    period = Fraction(1) / Fraction(fps)
+    assert [pts * timing.time_base for pts in timing.pts] == [k * period for k in range(n)], timing
+    assert {d * timing.time_base for d in timing.durations} == {period}, timing
+
+
+def test_frame_writer_writes_no_b_frames(tmp_path):
+    info = video.probe(make_clip(tmp_path / "a.mp4", [10, 50, 90, 130, 170]))
+    assert info.reordered is False and info.even is True
+
+
+def test_join_of_one_frame_segments_keeps_every_frame_one_period(tmp_path):
+    counts = [5, 1, 3, 1, 1, 4]  # segments of one frame between longer ones (issue 19)
+    paths, k = [], 0
+    for i, n in enumerate(counts):
+        paths.append(make_clip(tmp_path / f"{i}.mp4", [(k + j) * 15 % 250 for j in range(n)]))
+        k += n
+    result = video.concat_videos(paths, tmp_path / "out.mp4", duration=sum(counts) / FPS)
+    assert result.stream_copy
+    assert_even(tmp_path / "out.mp4", sum(counts))
+    info = video.probe(tmp_path / "out.mp4")
+    assert info.fps == FPS and info.even
+
+
+def test_b_frame_segments_are_reencoded_with_even_timing(tmp_path):
+    counts = [5, 1, 4, 1]
+    paths = [bframe_clip(tmp_path / f"{i}.mp4", n) for i, n in enumerate(counts)]
+    infos = [video.probe(p) for p in paths]
+    assert infos[0].reordered  # the old writer's files
+    _, why = video.first_mismatch(infos)
+    assert "B-frames" in why
+    with pytest.raises(InputError, match="B-frames"):
+        video.concat_videos(paths, tmp_path / "x.mp4", reencode=False, infos=infos)
+    result = video.concat_videos(paths, tmp_path / "out.mp4", duration=sum(counts) / FPS, infos=infos)
+    assert not result.stream_copy
+    assert_even(tmp_path / "out.mp4", sum(counts))
+
+
+def test_frame_timing_reads_uneven_stored_timestamps(tmp_path):
+    """The old stream-copy join of B-frame files gave frames that last several periods: frame_timing sees it."""
+    paths = [bframe_clip(tmp_path / f"{i}.mp4", n) for i, n in enumerate([5, 1, 4])]
+    lst = tmp_path / "list.txt"
+    lst.write_text("".join(f"file '{p}'\n" for p in paths))
+    subprocess.run([video.ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-f", "concat", "-safe", "0", "-i",
+                    str(lst), "-c", "copy", str(tmp_path / "old.mp4")], check=True)
+    timing = video.frame_timing(tmp_path / "old.mp4")
+    assert len(timing) == 10 and timing.period() is None
+    assert not video.probe(tmp_path / "old.mp4").even

@@ -24,6 +24,7 @@ from metamusic.song.timeline import (
     keyframe_times,
     lyric_assignment_table,
     peak_volume,
+    snap_to_frames,
     steps_for_segment,
     volume_envelope,
 )
@@ -340,6 +341,29 @@ def test_interpolate_without_lyrics_uses_fixed_windows():
 # ------------------------------------------------------------------------ steps and volume
 
 
+@pytest.mark.parametrize("ips", [0, 7.5, 10])
+def test_faithful_steps_are_int_d_rate_plus_one(ips):
+    """--faithful_steps: Music2Video's loop runs int(d * rate) + 1 steps per segment (issue 14)."""
+    env = (np.arange(0, 6, 0.032), np.linspace(0, 1, len(np.arange(0, 6, 0.032))))
+    beats = np.array([0.544, 1.024, 1.536, 2.016, 3.04, 4.032])
+    lyrics = make_lyrics((1.1, "a"), (2.5, "b"))
+    for mode in ("m2v", "fused", "interpolate"):
+        kw = {"ips": ips, "envelope": env, "fps": 10}
+        if mode == "interpolate":
+            plain = interpolate_segments(6.0, lyrics, **kw)
+            faithful = interpolate_segments(6.0, lyrics, **kw, faithful_steps=True)
+        else:
+            plain = beat_segments(6.0, beats, lyrics, mode=mode, **kw)
+            faithful = beat_segments(6.0, beats, lyrics, mode=mode, **kw, faithful_steps=True)
+        assert [(s.start, s.end) for s in faithful] == [(s.start, s.end) for s in plain]
+        for s in faithful:
+            rate = ips if ips else 10 + 110 * peak_volume(env, s.start, s.end)
+            assert s.steps == int(s.duration * rate) + 1, (mode, s)
+        assert sum(s.steps for s in faithful) != sum(s.steps for s in plain)
+    assert steps_for_segment(0.5, 10, 0.0, faithful=True) == 6 and steps_for_segment(0.5, 10, 0.0) == 5
+    assert steps_for_segment(0.04, 10, 0.0, faithful=True) == 1
+
+
 def test_steps_for_segment():
     assert steps_for_segment(2.0, 10, 0.9) == 20  # fixed rate ignores volume
     assert steps_for_segment(2.0, 0, 0.0) == 20  # 10 steps/s when silent
@@ -459,6 +483,93 @@ def test_frame_schedule_total_and_monotone(duration, fps, cuts, ips):
         if f.n_frames:  # the last frame shows a step no earlier than its share of the segment
             t = (f.first_frame + f.n_frames - 1) / fps
             assert f.step_of_frame[-1] == min(s.steps - 1, max(0, math.floor((t - s.start) / s.duration * s.steps)))
+
+
+# ------------------------------------------------------------------------ no segment shorter than a frame (issue 19)
+
+BEATS_120 = np.array([0.544, 1.024, 1.536, 2.016, 2.528, 3.04, 3.52, 4.032, 4.544, 5.024, 5.536])
+
+
+def assert_every_segment_owns_a_frame(segs, duration, fps):
+    """Every segment lasts at least one frame period (the last at least half) and owns a frame."""
+    for s in segs[:-1]:
+        assert s.duration >= 1 / fps - 1e-9, s
+    assert segs[-1].duration >= 0.5 / fps - 1e-9
+    fs = frame_schedule(segs, fps)
+    assert all(f.n_frames >= 1 for f in fs), [(f.segment, f.n_frames) for f in fs]
+    assert sum(f.n_frames for f in fs) == frame_count(duration, fps)
+
+
+@pytest.mark.parametrize("mode", ["m2v", "fused"])
+def test_lyrics_a_few_ms_from_beats_cut_no_sliver(mode):
+    # lyric starts and SRT ends 4-30 ms from the beats (issue 19: slivers of 0 frames got steps)
+    lyrics = make_lyrics((1.0, "one", 1.52), (2.02, "two", 2.5), (3.6, "three", 3.996), (4.03, "four"),
+                         (4.06, "five"))
+    unsnapped = beat_segments(6.0, BEATS_120, lyrics, ips=10, envelope=None, mode=mode)
+    assert any(f.n_frames == 0 for f in frame_schedule(unsnapped, 10))  # the problem
+    segs = beat_segments(6.0, BEATS_120, lyrics, ips=10, envelope=None, mode=mode, fps=10)
+    assert_tiles(segs, 6.0)
+    assert_every_segment_owns_a_frame(segs, 6.0, 10)
+    # every lyric still drives the segment holding its frame-aligned start (five moves a frame later)
+    on_frames = [1.0, 2.0, 3.6, 4.0, 4.1]
+    for i, ln in enumerate(lyrics.lines):
+        own = [s for s in segs if s.lyric_index == i]
+        assert len(own) == 1 if mode == "m2v" else len(own) >= 1
+        assert own[0].start <= on_frames[i] + 1e-9 < own[0].end and own[0].text == ln.text
+        if mode == "fused":
+            assert abs(own[0].start - on_frames[i]) < 1e-9
+    # the budget: steps follow the frames, no step spent on a sliver
+    assert sum(s.steps for s in segs) == 60
+
+
+def test_snap_to_frames_rules():
+    lyrics = make_lyrics((0.02, "a"), (1.0, "b", 1.03), (1.04, "c", 1.97), (5.97, "d"))
+    beats, snapped = snap_to_frames(6.0, np.array([0.04, 1.024, 1.96, 2.016, 3.03, 5.98]), lyrics, 10)
+    starts = [ln.start for ln in snapped.lines]
+    assert starts == [0.0, 1.0, 1.1, 5.9]  # nearest frame; a line on the previous one's frame moves a frame later
+    assert [ln.end for ln in snapped.lines] == [None, None, 2.0, None]  # b's end reached c's start: dropped
+    # 0.04 lands on 0 and 5.98 on the song's end (dropped), 1.96 and 2.016 on the same frame (one beat)
+    assert beats.tolist() == [1.0, 2.0, 3.0]
+    assert [ln.text for ln in snapped.lines] == ["a", "b", "c", "d"] and snapped.path == lyrics.path
+    # lines crowding the song's end move back from it, one frame each
+    _, late = snap_to_frames(1.0, np.zeros(0), make_lyrics((0.9, "x"), (0.92, "y"), (0.94, "z")), 10)
+    assert [ln.start for ln in late.lines] == [0.7, 0.8, 0.9]
+    with pytest.raises(InputError, match="too many lyric lines"):
+        snap_to_frames(0.3, np.zeros(0), make_lyrics((0.0, "w"), (0.1, "x"), (0.12, "y"), (0.14, "z")), 10)
+
+
+def test_interpolate_halves_on_frames():
+    lyrics = make_lyrics((1.02, "a"), (1.13, "b"), (2.0, "c"))
+    segs = interpolate_segments(3.0, lyrics, ips=10, fps=10)
+    assert_tiles(segs, 3.0)
+    assert_every_segment_owns_a_frame(segs, 3.0, 10)
+    # a: [1.0, 1.1) is one frame, all text; b: [1.1, 2.0) is 9 frames, 5 text then 4 audio
+    assert spans(segs)[1:4] == [(1.0, 1.1, "text", "a"), (1.1, 1.6, "text", "b"), (1.6, 2.0, "audio", None)]
+
+
+@settings(max_examples=150, deadline=None)
+@given(song_cases(), st.sampled_from([1, 10, 24, 29.97, 30]), st.sampled_from(["m2v", "fused", "interpolate"]))
+def test_property_every_segment_owns_a_frame_and_every_lyric_drives_one(case, fps, mode):
+    duration, beats, lyrics, ips, min_segment = case
+    try:
+        if mode == "interpolate":
+            segs = interpolate_segments(duration, lyrics, ips=ips or 100, video_length=3.0, fps=fps)
+        else:
+            segs = beat_segments(duration, beats, lyrics, ips=ips, envelope=ENV, mode=mode, min_segment=min_segment,
+                                 fps=fps)
+    except InputError as exc:
+        # only when some stretch holds more lyric starts than it has frames
+        assert "too many lyric lines" in str(exc)
+        n = frame_count(duration, fps)
+        r = [round(ln.start * fps) for ln in lyrics.lines if ln.start < duration]
+        assert n < 1 or any(sum(x >= k for x in r) > n - k for k in set(r))
+        return
+    assert_tiles(segs, duration)
+    if frame_count(duration, fps) >= 1:
+        assert_every_segment_owns_a_frame(segs, duration, fps)
+    if lyrics is not None:
+        driven = {s.lyric_index for s in segs if s.lyric_index is not None}
+        assert driven == {i for i, ln in enumerate(lyrics.lines) if ln.start < duration}
 
 
 # ------------------------------------------------------------------------ serialisation, logs
