@@ -43,7 +43,7 @@ from metamusic.ops import clamp_with_grad, replace_grad  # noqa: E402
 from metamusic.optim import StepConfig, Stepper, Target, random_latent, z_bounds  # noqa: E402
 from metamusic.optim.speed import sequence_first_attention  # noqa: E402
 
-# vqgan_imagenet_f16_16384's configs/model.yaml (REFERENCE.md section 3).
+# vqgan_imagenet_f16_16384's configs/model.yaml (taming-transformers' released config).
 F16_16384 = VQGANConfig(
     embed_dim=256, n_embed=16384, z_channels=256, ch=128, ch_mult=(1, 1, 2, 2, 4),
     num_res_blocks=2, attn_resolutions=(16,), resolution=256,
@@ -98,7 +98,7 @@ def reference_step(
     z_max: torch.Tensor,
     generator: torch.Generator,
 ) -> float:
-    """One step of the reference VQGAN-CLIP loop in fp32 (REFERENCE.md section 2); returns the loss.
+    """One step of the reference VQGAN-CLIP loop in fp32 (nerdyrodent/VQGAN-CLIP generate.py: synth, ascend_txt, train); returns the loss.
 
     synth (quantise, decode, clamp_with_grad), "latest" cut-outs pooling the whole image once
     per cut-out in a Python loop, kornia augments (global RNG, as the reference), per-cut-out

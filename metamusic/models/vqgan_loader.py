@@ -3,7 +3,7 @@
 The official ``.ckpt`` files are PyTorch Lightning 1.0 checkpoints whose ``callbacks`` entry
 pickles the class ``pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint``. They are read
 weights-only with an opaque stand-in for that one class, so neither Lightning nor any code from
-the file is needed or run (see REFERENCE.md section 3).
+the file is needed or run (the format of taming-transformers' released checkpoints).
 """
 
 from __future__ import annotations

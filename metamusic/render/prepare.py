@@ -166,7 +166,7 @@ def _audio_embedding(wav2clip: Wav2CLIP, audio: Audio, start: float, end: float,
 
 
 def initial_latent(config: Config, inputs: Inputs, models: Models, generator: torch.Generator) -> torch.Tensor:
-    """Random codebook tokens, or the encoding of --init_image / --init_noise (REFERENCE.md s2)."""
+    """Random codebook tokens, or the encoding of --init_image / --init_noise (as VQGAN-CLIP's generate.py)."""
     from PIL import Image
 
     from metamusic.optim.init import noise_image, random_latent
