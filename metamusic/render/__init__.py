@@ -902,6 +902,9 @@ def preview_config(config: Config) -> Config:
 def _generate(config: Config, *, resume: bool, force: bool, from_segment: int | None) -> Path:
     config = preview_config(config)
     resolve_seed(config, resume=resume and not force)
+    from metamusic.lyricsync import timed_lyrics_for
+
+    timed_lyrics_for(config, output_paths(config)[1])  # 0: --align / --transcribe time the lyrics first
     if config.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     inputs = check_inputs(config)  # 1
