@@ -1,8 +1,8 @@
 """A tiny random Whisper checkpoint in the official file format (``{"dims", "model_state_dict"}``).
 
 The real vocabulary size (51865, multilingual) keeps Whisper's own tokenizer working; the
-network is one or two layers of width 64 and a 64-token text context (so decoding stops
-after 32 tokens per 30 s window). Weights are seeded and stored in fp16 like the official files.
+network is one or two layers of width 64 and a 40-token text context (so decoding stops
+after 20 tokens per 30 s window). Weights are seeded and stored in fp16 like the official files.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from metamusic.files import atomic_path
 
 TINY_DIMS = {
     "n_mels": 80, "n_audio_ctx": 1500, "n_audio_state": 64, "n_audio_head": 2, "n_audio_layer": 1,
-    "n_vocab": 51865, "n_text_ctx": 64, "n_text_state": 64, "n_text_head": 2, "n_text_layer": 2,
+    "n_vocab": 51865, "n_text_ctx": 40, "n_text_state": 64, "n_text_head": 2, "n_text_layer": 2,
 }
 
 
