@@ -19,6 +19,8 @@ The user's text is never changed; only times are computed. Times are rounded to 
 from __future__ import annotations
 
 import difflib
+import functools
+from collections import Counter
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -60,6 +62,7 @@ def tokens(text: str) -> list[str]:
     return re.findall(r"\w+", plain)
 
 
+@functools.lru_cache(maxsize=1 << 16)  # songs repeat words: most pairs recur
 def _similarity(a: str, b: str) -> float:
     """Alignment score of given word ``a`` against recognised word ``b``."""
     if a == b:
@@ -133,7 +136,7 @@ def _with_ends(starts: list[float], ends: list[float | None], texts: Sequence[st
                numbers: Sequence[int], duration: float | None) -> tuple[LyricLine, ...]:
     """LyricLines whose end is after their start and no later than the next line's start."""
     lines = []
-    for k, (start, text) in enumerate(zip(starts, texts)):
+    for k, (start, text) in enumerate(zip(starts, texts, strict=True)):
         nxt = starts[k + 1] if k + 1 < len(starts) else (duration if duration is not None else None)
         end = ends[k]
         if end is None or end <= start:
@@ -175,9 +178,9 @@ def align_lines(words: Sequence[Word], lines: Sequence[str], duration: float | N
         hits[k] += 1
         starts[k] = word.start if starts[k] is None else min(starts[k], word.start)
         ends[k] = word.end if ends[k] is None else max(ends[k], word.end)
-    for k, line in enumerate(lines):
-        n_tokens = sum(1 for o in owner if o == k)
-        if hits[k] == 0 or hits[k] < PLACED_FRACTION * n_tokens:
+    n_tokens = Counter(owner)
+    for k in range(len(lines)):
+        if hits[k] == 0 or hits[k] < PLACED_FRACTION * n_tokens[k]:
             starts[k] = ends[k] = None
     unplaced = tuple(k for k, s in enumerate(starts) if s is None)
 

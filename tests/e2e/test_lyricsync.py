@@ -27,6 +27,7 @@ from metamusic import lyricsync  # noqa: E402
 from metamusic.lyricsync.__main__ import main as lyricsync_main  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
+SONG_SECONDS = 6.0  # the song_wav fixture
 
 
 def cli(argv: list[str]) -> int:
@@ -164,7 +165,9 @@ def test_render_hook_does_nothing_without_the_flags(tmp_path):
 
 @pytest.mark.slow
 def test_generate_align_renders_with_the_aligned_lyrics(tiny_models, song_wav, sung_lyrics, tmp_path):
-    lyrics_txt, groups = sung_lyrics
+    sung_txt, groups = sung_lyrics
+    lyrics_txt = tmp_path / "lyrics.txt"  # the sung lines, then one line that is not in the song
+    lyrics_txt.write_text(sung_txt.read_text(encoding="utf-8") + "Never sung at all\n", encoding="utf-8")
     out = tmp_path / "out" / "video.mp4"
     args = ["-ap", str(song_wav), "-lyr", str(lyrics_txt), "--align", "--whisper_model", tiny_models["whisper"],
             "--whisper_language", "en", "-conf", tiny_models["vqgan_config"], "-ckpt", tiny_models["vqgan_checkpoint"],
@@ -176,10 +179,35 @@ def test_generate_align_renders_with_the_aligned_lyrics(tiny_models, song_wav, s
     assert proc.returncode == 0, proc.stderr[-3000:]
     timed = out.with_name("video.run") / lyricsync.TIMED_NAME
     lines = read_lyrics(timed).lines
-    assert [ln.text for ln in lines] == [" ".join(w.text.strip() for w in g) for g in groups]
+    assert [ln.text for ln in lines] == [" ".join(w.text.strip() for w in g) for g in groups] + ["Never sung at all"]
     assert lines[0].start == pytest.approx(groups[0][0].start, abs=0.011)
+    assert lines[-2].start < lines[-1].start < SONG_SECONDS  # interpolated after the last sung line
+    warning = [ln for ln in proc.stderr.splitlines() if "not found in the song" in ln]
+    assert len(warning) == 1 and "'Never sung at all'" in warning[0], proc.stderr[-2000:]
     saved = Config.load(out.with_name("video.run") / "config.yaml")
     assert saved.music.lyrics == str(timed) and saved.music.align
     storyboard = (out.with_name("video.run") / "storyboard.yaml").read_text(encoding="utf-8")
     assert all(ln.text in storyboard for ln in lines)  # the render was driven by the aligned lyric lines
     assert out.is_file() and out.stat().st_size > 0
+
+
+def test_render_hook_transcribes_into_the_run_folder(tiny_models, song_wav, recognised, tmp_path):
+    config = Config()
+    config.music.audio, config.music.transcribe = str(song_wav), True
+    config.music.whisper_model, config.music.whisper_language = tiny_models["whisper"], "en"
+    path = lyricsync.timed_lyrics_for(config, tmp_path / "run")
+    assert path == tmp_path / "run" / lyricsync.TIMED_NAME
+    assert config.music.lyrics == str(path) and config.music.lyrics_format is None
+    lines = read_lyrics(path).lines
+    assert lines[0].start == pytest.approx(recognised[0].start, abs=0.011)
+    assert all(ln.start < SONG_SECONDS for ln in lines)
+
+
+def test_render_hook_renders_without_lyrics_when_nothing_is_recognised(song_wav, tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(lyricsync, "transcribe", lambda *a, **k: ())
+    config = Config()
+    config.music.audio, config.music.transcribe = str(song_wav), True
+    assert lyricsync.timed_lyrics_for(config, tmp_path) is None
+    assert config.music.lyrics is None
+    assert (tmp_path / lyricsync.TIMED_NAME).read_text(encoding="utf-8") == "[re:MetaMusic lyricsync]\n"
+    assert "rendering without lyrics" in caplog.text

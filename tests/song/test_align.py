@@ -23,7 +23,7 @@ def starts(result) -> list[float]:
 def check_invariants(result, lines, duration=None):
     assert [ln.text for ln in result.lines] == list(lines)  # every line, once, verbatim, in order
     times = starts(result)
-    assert all(b > a for a, b in zip(times, times[1:])), times
+    assert all(b > a for a, b in zip(times, times[1:], strict=False)), times
     assert all(ln.end is not None and ln.end > ln.start for ln in result.lines)
     if duration is not None:
         assert all(0 <= t < duration for t in times)
