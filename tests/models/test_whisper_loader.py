@@ -68,3 +68,14 @@ def test_names_resolve_in_the_checkpoints_folder():
     assert resolve_whisper_path("small", "ck") == Path("ck/whisper_small.pt")
     assert resolve_whisper_path("whisper_medium") == Path("checkpoints/whisper_medium.pt")
     assert resolve_whisper_path("models/mine.pt") == Path("models/mine.pt")
+
+
+def test_python_m_metamusic_tiny_lists_the_whisper_checkpoint(tmp_path, capsys):
+    import json
+
+    from metamusic.tiny.__main__ import main
+
+    assert main([str(tmp_path), "--seed", "1"]) == 0
+    paths = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert paths["whisper"] == str(tmp_path / "whisper_tiny_random.pt")
+    assert load_whisper(paths["whisper"]).dims.n_vocab == 51865
