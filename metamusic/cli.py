@@ -46,6 +46,13 @@ FLAGS: tuple[Flag, ...] = (
     _f("-lyr --lyrics", "music.lyrics", "timed lyric file (M2V CSV, plain MM:SS, screen-play CSV, LRC, SRT)"),
     _f("--lyrics_format", "music.lyrics_format", "force the lyric format instead of detecting it",
        choices=["m2v-csv", "plain", "screenplay-csv", "lrc", "srt"]),
+    _f("--align", "music.align", "-lyr is plain text (one lyric line per line): time it to the song with Whisper "
+       "first; the timed file is written into the run folder", action="store_true"),
+    _f("--transcribe", "music.transcribe", "no -lyr: transcribe the lyrics from the song with Whisper first",
+       action="store_true"),
+    _f("--whisper_model", "music.whisper_model",
+       "Whisper checkpoint for --align/--transcribe: a file, or small/base/medium in --checkpoints_dir"),
+    _f("--whisper_language", "music.whisper_language", "language of the lyrics for Whisper, e.g. en (default: detected)"),
     _f("-ips --iterations_per_second", "music.ips",
        "optimisation steps per second of music (generate.py: 0 = 10 + 110 x peak volume)", type=float),
     _f("-sf --audio_sampling_freq", "music.sample_rate", "rate the song is analysed at (Hz)", type=int),

@@ -39,6 +39,10 @@ class MusicConfig:
     audio: str | None = None
     lyrics: str | None = None
     lyrics_format: str | None = None  # None: detected from the file's content
+    align: bool = False  # lyrics is plain text: time its lines to the song with Whisper first
+    transcribe: bool = False  # no lyrics given: transcribe them from the song with Whisper first
+    whisper_model: str = str(DEFAULT_CHECKPOINTS / "whisper_small.pt")  # a file, or small/base/medium
+    whisper_language: str | None = None  # None: Whisper detects it
     sample_rate: int = 16000
     ips: float = 0.0  # optimisation steps per second of music; 0: volume-scaled (generate.py)
     mode: str = "m2v"  # "m2v" (faithful either/or), "fused" (text + audio), "interpolate"

@@ -83,6 +83,13 @@ def _openai_clip(name: str, sha256: str, filename: str, description: str) -> Mod
     return ModelEntry(name, (ModelFile(name, url, filename, sha256=sha256),), description)
 
 
+def _openai_whisper(size: str, sha256: str, description: str) -> ModelEntry:
+    """Return the entry of an OpenAI Whisper checkpoint (its URL carries its SHA-256), saved as whisper_<size>.pt."""
+    name = f"whisper_{size}"
+    url = f"https://openaipublic.azureedge.net/main/whisper/models/{sha256}/{size}.pt"
+    return ModelEntry(name, (ModelFile(name, url, f"{name}.pt", sha256=sha256),), description)
+
+
 _MIRROR_IO = "http://mirror.io.community/blob/vqgan"
 
 REGISTRY: dict[str, ModelEntry] = {
@@ -140,6 +147,21 @@ REGISTRY: dict[str, ModelEntry] = {
                 ),
             ),
             "Wav2CLIP audio encoder, CLIP ViT-B/32 space (~45 MB, no published hash)",
+        ),
+        _openai_whisper(
+            "base",
+            "ed3a0b6b1c0edf879ad9b11b1af5a0e6ab5db9205f891f668f8b0e6c6326e34e",
+            "OpenAI Whisper base, multilingual, for --align/--transcribe (~139 MB)",
+        ),
+        _openai_whisper(
+            "small",
+            "9ecf779972d90ba49c06d968637d720dd632c55bbf19d441fb42bf17a411e794",
+            "OpenAI Whisper small, multilingual: the default for --align/--transcribe (~461 MB)",
+        ),
+        _openai_whisper(
+            "medium",
+            "345ae4da62f9b3d59415adc60127b97c714f32e89e936602e85993674d08dcb1",
+            "OpenAI Whisper medium, multilingual, most accurate of the three (~1.4 GB)",
         ),
     )
 }
@@ -353,7 +375,7 @@ def format_listing() -> str:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="download_models.sh",
-        description="Download MetaMusic model weights (VQGAN, CLIP, Wav2CLIP) into a checkpoints folder.",
+        description="Download MetaMusic model weights (VQGAN, CLIP, Wav2CLIP, Whisper) into a checkpoints folder.",
     )
     parser.add_argument(
         "models", nargs="*", metavar="MODEL",

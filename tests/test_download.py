@@ -286,3 +286,33 @@ def test_download_models_sh_lists_models(tmp_path):
     assert "ViT-B-32.pt" in out.stdout and "Wav2CLIP.pt" in out.stdout
     bad = subprocess.run(["bash", str(script), "nope"], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.startswith("error: unknown model 'nope'")
+
+
+def test_whisper_entries_carry_the_hash_of_the_official_urls():
+    whisper = pytest.importorskip("whisper", reason="openai-whisper (the metamusic[lyrics] extra) is not installed")
+    for size in ("small", "base", "medium"):
+        [f] = dl.REGISTRY[f"whisper_{size}"].files
+        assert f.filename == f"whisper_{size}.pt"
+        assert f.url == whisper._MODELS[size]  # the package's own URL, whose path is the SHA-256
+        assert f.url.split("/")[-2] == f.sha256 and re.fullmatch(r"[0-9a-f]{64}", f.sha256)
+
+
+def test_cli_downloads_a_whisper_checkpoint_checked_against_its_sha256(server, tmp_path, capsys):
+    """``download_models.sh whisper_small`` through a mirror: a good file is saved, a wrong one refused."""
+    [official] = dl.REGISTRY["whisper_small"].files
+    dest = tmp_path / "checkpoints"
+    argv = ["whisper_small", "--dest", str(dest), "--mirror", server.url, "--no-progress"]
+    (server.root / "whisper_small.pt").write_bytes(PAYLOAD)  # not the real file: its hash differs
+    assert dl.main(argv) == 1
+    assert f"does not match the published {official.sha256}" in capsys.readouterr().err
+    assert not (dest / "whisper_small.pt").exists()
+    assert server.requests[-1][0] == "/whisper_small.pt"
+
+
+def test_whisper_entry_downloads_when_the_hash_matches(server, tmp_path, monkeypatch):
+    [official] = dl.REGISTRY["whisper_base"].files
+    fake = dl.ModelFile(official.name, official.url, official.filename, sha256=PAYLOAD_SHA)
+    monkeypatch.setitem(dl.REGISTRY, "whisper_base", dl.ModelEntry("whisper_base", (fake,), "-"))
+    (server.root / "whisper_base.pt").write_bytes(PAYLOAD)
+    assert dl.main(["whisper_base", "--dest", str(tmp_path), "--mirror", server.url, "--no-progress"]) == 0
+    assert (tmp_path / "whisper_base.pt").read_bytes() == PAYLOAD

@@ -75,6 +75,10 @@ def generate(config: Config, *, resume: bool = True, force: bool = False, from_s
     """
     config = resolve_config(config, resume=resume and not force)
     run_dir = output_paths(config)[1]
+    if config.music.align or config.music.transcribe:  # 0: time the lyrics first (Whisper)
+        from metamusic.lyricsync import timed_lyrics_for
+
+        timed_lyrics_for(config, run_dir)  # sets config.music.lyrics to the timed file in the run folder
     with _sigint_watch() as interrupted:
         try:
             return _generate(config, force=force, from_segment=from_segment, executor=executor)
