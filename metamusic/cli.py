@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from metamusic.config import Config
-from metamusic.errors import InputError, MetaMusicError
+from metamusic.console import run_cli
+from metamusic.errors import InputError
 
 log = logging.getLogger("metamusic")
 
@@ -252,19 +252,6 @@ def _refuse_unsupported(args: argparse.Namespace) -> None:
 def _run_options(args: argparse.Namespace) -> dict[str, Any]:
     """Resume options of a render (not part of its configuration)."""
     return {"force": getattr(args, "force", False), "from_segment": getattr(args, "from_segment", None)}
-
-
-def run_cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
-    """Run ``main`` and turn user-facing errors into one line on stderr and an exit status."""
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    try:
-        return main(argv)
-    except MetaMusicError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
 
 
 def generate_main(argv: Sequence[str] | None = None) -> int:

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from metamusic.cli import run_cli
+from metamusic.console import run_cli
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -62,6 +62,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from metamusic.cli import run_cli
+    from metamusic.console import run_cli
 
     sys.exit(run_cli(main))

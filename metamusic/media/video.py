@@ -224,13 +224,13 @@ class FrameTiming:
 
 def frame_timing(path: Path | str) -> FrameTiming:
     """The stored timestamps of the first video stream's frames (packet copy to framemd5: fast, no decode)."""
-    proc = _run_ffmpeg(
+    proc = run_ffmpeg(
         ["-loglevel", "error", "-i", str(path), "-map", "0:v:0", "-c", "copy", "-f", "framemd5", "pipe:1"],
         f"reading the frame timestamps of {path}",
     )
     time_base: Fraction | None = None
     packets: list[tuple[int, int, int]] = []  # (pts, dts, duration)
-    for line in proc.stdout.decode("utf-8", "replace").splitlines():
+    for line in proc.stdout.splitlines():
         if line.startswith("#tb 0:"):
             time_base = Fraction(line.split(":", 1)[1].strip())
         elif line and not line.startswith("#"):
