@@ -13,6 +13,8 @@ from metamusic.optim.stepper import (
     StepConfig,
     Stepper,
     StepResult,
+    decode_quantised,
+    quantise,
     resolve_precision,
     step_seed,
 )
@@ -72,7 +74,7 @@ def optimise_keyframes(
                 stepper.z_init.copy_(z_init)
         for k in range(n):
             for i in range(steps):
-                result = stepper.step(targets_per_segment[k], step_seed(seed, k, i))
+                result = stepper.step(targets_per_segment[k], step_seed(seed, k, i), index=i)
                 if on_step is not None:
                     on_step(k, i, result)
             keyframes.append(stepper.latent)
@@ -92,7 +94,9 @@ def optimise_keyframes(
         chunk = list(range(first, min(n, first + batch)))
         stepper = BatchedStepper(decoder, perceptor, step_config, torch.cat([start(k) for k in chunk]))
         for i in range(steps):
-            results = stepper.step([targets_per_segment[k] for k in chunk], [step_seed(seed, k, i) for k in chunk])
+            results = stepper.step(
+                [targets_per_segment[k] for k in chunk], [step_seed(seed, k, i) for k in chunk], index=i
+            )
             if on_step is not None:
                 for k, result in zip(chunk, results):
                     on_step(k, i, result)
@@ -101,28 +105,17 @@ def optimise_keyframes(
 
 
 @torch.no_grad()
-def decode_frames(decoder: Any, z: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
-    """Images in [0, 1] of latents: quantise, decode, map to [0, 1]. (T, C, h, w) -> (T, 3, H, W)."""
-    return _decode_quantised(decoder, _quantise(decoder, z), resolve_precision(precision, z.device))
+def decode_frames(decoder: Any, z: torch.Tensor, precision: str = "fp32", compile: bool = False) -> torch.Tensor:
+    """Images in [0, 1] of latents, no gradient: the step's quantise and decode. (T, C, h, w) -> (T, 3, H, W)"""
+    return _decode_quantised(decoder, _quantise(decoder, z), resolve_precision(precision, z.device), compile)
 
 
 def _quantise(decoder: Any, z: torch.Tensor) -> torch.Tensor:
-    """Nearest codebook vector per position (float32). (T, C, h, w) -> (T, C, h, w)"""
-    from metamusic.ops import vector_quantize
-
-    quantize = getattr(decoder, "quantize_latent", None)
-    return quantize(z.float()) if quantize is not None else vector_quantize(z.float(), decoder.codebook.float())
+    """Nearest codebook vector per position (float32): ``stepper.quantise``. (T, C, h, w) -> (T, C, h, w)"""
+    return quantise(decoder, z)
 
 
-def _decode_quantised(decoder: Any, z_q: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
-    """decoder.decode_image, or clamp((decode + 1) / 2), under autocast to ``dtype``. -> (T, 3, H, W)"""
-    from metamusic.optim.stepper import _autocast
-
-    with _autocast(z_q.device, dtype):
-        if hasattr(decoder, "decode_image"):
-            image = decoder.decode_image(z_q)
-        else:
-            image = decoder.decode(z_q).add(1).div(2)
-    return image.float().clamp(0, 1)  # (T, 3, H, W)
-
-
+def _decode_quantised(decoder: Any, z_q: torch.Tensor, dtype: torch.dtype | None, compile: bool = False) -> torch.Tensor:
+    """Images of quantised latents without gradient: ``stepper.decode_quantised``. -> (T, 3, H, W)"""
+    with torch.no_grad():
+        return decode_quantised(decoder, z_q, dtype, compile=compile)

@@ -465,8 +465,8 @@ def encode_targets(config: Config, inputs: Inputs, segments: Sequence[Segment], 
         shared: list[Target] = []
         if inputs.audio is not None and config.prompts.prompts:
             shared += _text_targets(perceptor, split_prompts(config.prompts.prompts))
-        for path in config.prompts.image_prompts:
-            shared.append(_image_target(config, perceptor, path))
+        for i, path in enumerate(config.prompts.image_prompts):
+            shared.append(_image_target(config, perceptor, path, inputs.size, i))
         if config.prompts.noise_prompt_seeds:
             shared += noise_targets(config.prompts.noise_prompt_seeds, config.prompts.noise_prompt_weights,
                                     perceptor.embed_dim, device=device)
@@ -519,22 +519,23 @@ def _text_targets(perceptor: Any, prompts: Sequence[str]) -> list[Any]:
     return out
 
 
-def _image_target(config: Config, perceptor: Any, path: str) -> Any:
+def _image_target(config: Config, perceptor: Any, path: str, size: tuple[int, int], index: int) -> Any:
+    """-ip as VQGAN-CLIP: resized to the output size, embedded through the step's cut-outs (one row each)."""
     from PIL import Image
 
-    from metamusic.optim.prompts import Target, parse_prompt
+    from metamusic.optim.prompts import image_prompt_size, parse_prompt
+    from metamusic.optim.stepper import embed_image_prompt, step_seed
 
     file, weight, stop = parse_prompt(path)
     try:
         img = Image.open(file).convert("RGB")
     except OSError:
         raise InputError(f"{file}: not an image PIL can read") from None
-    side = perceptor.input_resolution
-    img = img.resize((side, side), Image.LANCZOS)
+    img = img.resize(image_prompt_size(img.size, tuple(size)), Image.LANCZOS)
     x = torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1).float().div(255).unsqueeze(0)
-    x = x.to(config.device)
-    emb = perceptor.encode_image(perceptor.normalize(x)).float()
-    return Target(_unit(emb), weight, stop)
+    x = x.to(config.device)  # (1, 3, H, W)
+    gen = torch.Generator(device=x.device).manual_seed(step_seed(int(config.seed), -1, index))
+    return embed_image_prompt(perceptor, x, gen, step_config(config), weight=weight, stop=stop)
 
 
 def _audio_16k(config: Config, inputs: Inputs) -> Any:
@@ -605,13 +606,10 @@ def initial_latent(config: Config, inputs: Inputs, models: Models, generator: to
 
 
 def step_config(config: Config) -> Any:
-    from metamusic.optim.stepper import StepConfig
-
-    s = config.step
-    cutn = min(s.cutn, 8) if config.output.preview else s.cutn
-    return StepConfig(cut_method=s.cut_method, cutn=cutn, cut_pow=s.cut_pow, augments=tuple(s.augments),
-                      optimiser=s.optimiser, lr=s.lr, init_weight=s.init_weight, precision=s.precision,
-                      compile=s.compile, low_memory=s.low_memory)
+    """The step's settings: config.step, with at most 8 cut-outs in a --preview."""
+    if config.output.preview:
+        return dataclasses.replace(config.step, cutn=min(config.step.cutn, 8))
+    return config.step
 
 
 def render_segments(config: Config, inputs: Inputs, run: RunFolder, segments: list[Segment], start: int,
@@ -629,8 +627,8 @@ def render_segments(config: Config, inputs: Inputs, run: RunFolder, segments: li
     scfg = step_config(config)
     stats = RenderStats()
 
-    # The latent and optimiser state entering segment `start`.
-    optimiser_state = None
+    # The latent and stepper state (optimiser + fp16 scaler) entering segment `start`.
+    stepper_state = None
     last_image = None
     if start > 0:
         state = run.load_state(start - 1)
@@ -638,7 +636,7 @@ def render_segments(config: Config, inputs: Inputs, run: RunFolder, segments: li
             raise InputError(f"{run.state_path(start - 1)}: state file missing; re-render with --from_segment 0")
         z = state["z"].to(device)
         z_init = state["z_init"].to(device)
-        optimiser_state = state["optimiser"]
+        stepper_state = {"optimiser": state["optimiser"], "scaler": state.get("scaler")}  # no scaler: older runs
         last_image = _from_uint8(state["last_image"]).to(device)
     else:
         gen = torch.Generator().manual_seed(seed)
@@ -657,9 +655,7 @@ def render_segments(config: Config, inputs: Inputs, run: RunFolder, segments: li
             first_targets = []
             if last_image is not None:
                 gen = torch.Generator(device=device).manual_seed(step_seed(seed, seg.index, -1))
-                first_targets = [embed_image_prompt(
-                    models.perceptor, last_image, gen, cut_method=scfg.cut_method, cutn=scfg.cutn,
-                    cut_pow=scfg.cut_pow, augments=scfg.augments, precision=scfg.precision)]
+                first_targets = [embed_image_prompt(models.perceptor, last_image, gen, scfg)]
             bar = tqdm(total=seg.steps, desc=f"segment {seg.index + 1}/{len(segments)}", unit="step",
                        position=1, leave=False, dynamic_ncols=True, disable=None)
             bars.append(bar)
@@ -686,9 +682,9 @@ def render_segments(config: Config, inputs: Inputs, run: RunFolder, segments: li
                             _save_png(run.progress_png, result.image)
 
                 t0 = time.perf_counter()
-                z, optimiser_state = optimise_segment(
+                z, stepper_state = optimise_segment(
                     models.vqgan, models.perceptor, scfg, z, targets[seg.index], seg.steps,
-                    seed=seed, optimiser_state=optimiser_state, on_step=on_step,
+                    seed=seed, stepper_state=stepper_state, on_step=on_step,
                     first_step_targets=first_targets, segment_index=seg.index, z_init=z_init,
                 )
                 stats.step_seconds += time.perf_counter() - t0
@@ -707,7 +703,8 @@ def render_segments(config: Config, inputs: Inputs, run: RunFolder, segments: li
                 "segment": seg.index,
                 "z": z.detach().cpu(),
                 "z_init": z_init.detach().cpu(),
-                "optimiser": optimiser_state,
+                "optimiser": stepper_state["optimiser"],
+                "scaler": stepper_state["scaler"],  # fp16 loss scale (None otherwise)
                 "last_image": last_pixels,
             })
             if on_segment is not None:
