@@ -50,10 +50,11 @@ def optimise_keyframes(
 ) -> list[torch.Tensor]:
     """One keyframe latent (1, C, h, w) per segment, each after ``steps`` optimisation steps.
 
-    Step i of keyframe k uses seed ``step_seed(seed, k, i)`` (as segment k's steps in the
-    per-frame mode). Warm-started (default): one stepper runs the keyframes in order, so keyframe
-    k starts from keyframe k - 1 with its optimiser state (``z_init``, default z0, anchors the
-    init_weight term). Independent: keyframe 0 starts from z0, keyframe k > 0 from
+    Step i of keyframe k uses seed ``step_seed(seed, k, i)`` and step index i (as segment k's
+    steps in the per-frame mode: the "zero" init-weight term decays within each keyframe).
+    Warm-started (default): one stepper runs the keyframes in order, so keyframe k starts from
+    keyframe k - 1 with its optimiser state (``z_init``, default z0, anchors a "start"
+    init-weight term). Independent: keyframe 0 starts from z0, keyframe k > 0 from
     :func:`keyframe_start_latent` (or from z0 too when ``fresh_starts`` is False, e.g. with an
     init image), each with a fresh optimiser, ``batch`` of them optimised at once by
     :class:`~metamusic.optim.batched.BatchedStepper`; every batch size gives the same latents to

@@ -307,9 +307,6 @@ def embed_cutouts(
     return embeds.float()
 
 
-_embed_cutouts = embed_cutouts  # the name batched.py and older callers import
-
-
 # ---------------------------------------------------------------------------------------------
 # The one loss assembly
 
