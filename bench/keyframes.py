@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             t0 = time.perf_counter()
-            stepper.step(targets, [step_seed(1, k, i) for k in range(b)])
+            stepper.step(targets, [step_seed(1, k, i) for k in range(b)], index=i)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             if i:  # the first step warms up

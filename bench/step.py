@@ -70,7 +70,7 @@ def reference_augments(codes: Sequence[str] = DEFAULT_AUGMENTS) -> torch.nn.Modu
     made = {
         "Af": lambda: K.RandomAffine(degrees=15, translate=0.1, shear=5, p=0.7, padding_mode="zeros", keepdim=True),
         "Pe": lambda: K.RandomPerspective(distortion_scale=0.7, p=0.7),
-        "Ji": lambda: K.ColorJitter(brightness=0.1, contrast=0.1, saturation=0.1, hue=0.1, p=0.7),
+        "Ji": lambda: K.ColorJiggle(brightness=0.1, contrast=0.1, saturation=0.1, hue=0.1, p=0.7),  # kornia 0.5.4 ColorJitter
         "Er": lambda: K.RandomErasing(scale=(0.1, 0.4), ratio=(0.3, 1 / 0.3), same_on_batch=True, p=0.7),
     }
     return torch.nn.Sequential(*(made[c]() for c in codes))
@@ -214,7 +214,7 @@ def ours_runner(vqgan: Any, perceptor: Any, size: int, cutn: int, device: torch.
     """A closure running Stepper steps (StepConfig defaults + ``config``): step(seed) -> loss."""
     stepper = Stepper(vqgan, perceptor, StepConfig(cutn=cutn, **config), start_latent(vqgan, size, device))
     targets = text_like_target(perceptor, device)
-    return lambda seed: stepper.step(targets, seed).loss
+    return lambda seed: stepper.step(targets, seed, index=0).loss
 
 
 VARIANTS: dict[str, dict[str, Any]] = {

@@ -86,7 +86,11 @@ FLAGS: tuple[Flag, ...] = (
        "move to the next '^' story phrase every N steps (0: never)", type=int),
     _f("-i --iterations", "prompts.iterations", "steps of a run without a song", type=int),
     # -- the optimisation step
-    _f("-iw --init_weight", "step.init_weight", "keep the latent near its start", type=float),
+    _f("-iw --init_weight", "step.init_weight",
+       "weight of a pull on the latent (see --init_weight_target)", type=float),
+    _f("--init_weight_target", "step.init_weight_target",
+       "zero: -iw pulls toward 0, fading as 1/(2i+1) with the step i in the segment (VQGAN-CLIP); "
+       "start: a constant pull toward the starting latent", choices=["zero", "start"]),
     _f("-lr --learning_rate", "step.lr", "learning rate", type=float),
     _f("-cutm --cut_method", "step.cut_method", "cut-out method",
        choices=["original", "updated", "nrupdated", "updatedpooling", "latest"]),

@@ -2,7 +2,7 @@
 
 It is saved as ``config.yaml`` in the run folder, so a run can be reproduced (``--config``) or
 resumed from it. Groups mirror the layout of the package: models, music input, the
-optimisation step, video output.
+optimisation step (:class:`metamusic.optim.stepper.StepConfig` itself), video output.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from metamusic.errors import InputError
+from metamusic.optim.stepper import StepConfig
 
 DEFAULT_CHECKPOINTS = Path("checkpoints")
 DEFAULT_VQGAN = "vqgan_imagenet_f16_16384"
@@ -50,22 +51,6 @@ class MusicConfig:
     audio_weight: float = 1.0
     video_length: float = 10.0  # interpolate mode without lyrics: window length in seconds
     faithful_steps: bool = False  # int(d * rate) + 1 steps per segment as Music2Video, not round(d * rate)
-
-
-@dataclass
-class StepSettings:
-    """The VQGAN-CLIP optimisation step (nerdyrodent/VQGAN-CLIP generate.py)."""
-
-    cut_method: str = "latest"
-    cutn: int = 32
-    cut_pow: float = 1.0
-    augments: list[str] = field(default_factory=lambda: ["Af", "Pe", "Ji", "Er"])
-    optimiser: str = "Adam"
-    lr: float = 0.1
-    init_weight: float = 0.0
-    precision: str = "auto"  # "fp32" (exact) | "bf16" | "fp16" | "auto" (bf16 where fast, else fp16/fp32)
-    compile: bool = False  # torch.compile the decoder and CLIP image tower
-    low_memory: bool = False  # gradient checkpointing of the VQGAN decoder
 
 
 @dataclass
@@ -123,7 +108,7 @@ class Config:
 
     models: ModelConfig = field(default_factory=ModelConfig)
     music: MusicConfig = field(default_factory=MusicConfig)
-    step: StepSettings = field(default_factory=StepSettings)
+    step: StepConfig = field(default_factory=StepConfig)  # frozen: change it with dataclasses.replace
     prompts: PromptConfig = field(default_factory=PromptConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     keyframes: KeyframeConfig = field(default_factory=KeyframeConfig)
@@ -135,6 +120,7 @@ class Config:
         d = dataclasses.asdict(self)
         if d["output"]["size"] is not None:
             d["output"]["size"] = list(d["output"]["size"])
+        d["step"]["augments"] = list(d["step"]["augments"])  # YAML lists; StepConfig takes them back
         return d
 
     @classmethod
@@ -180,7 +166,7 @@ class Config:
 _GROUP_TYPES = {
     "models": ModelConfig,
     "music": MusicConfig,
-    "step": StepSettings,
+    "step": StepConfig,
     "prompts": PromptConfig,
     "output": OutputConfig,
     "keyframes": KeyframeConfig,

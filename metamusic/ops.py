@@ -1,7 +1,9 @@
 """Small differentiable operations of the VQGAN-CLIP method, as pure functions of tensors.
 
-These follow the VQGAN-CLIP notebook (Crowson, 2021) that Music2Video builds on; see
-REFERENCE.md section 2. Every function here is side-effect free and device-agnostic.
+These follow the VQGAN-CLIP notebook (Crowson, 2021; arXiv 2204.08583) as packaged in
+nerdyrodent/VQGAN-CLIP generate.py (``ReplaceGrad``, ``ClampWithGrad``, ``vector_quantize``,
+``spherical_dist_loss``), which Music2Video builds on. Every function here is side-effect free
+and device-agnostic.
 """
 
 from __future__ import annotations

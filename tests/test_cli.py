@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 VALUES = {
     "-s": ["64", "48"], "-nps": ["1", "2"], "-npw": ["0.5", "0.5"], "-aug": ["Ji", "Sh"],
     "--lyrics_format": ["lrc"], "--mode": ["fused"], "-cutm": ["nrupdated"], "-opt": ["AdamW"],
-    "-in": ["gradient"], "--precision": ["fp32"], "--interpolation": ["lerp"],
+    "-in": ["gradient"], "--precision": ["fp32"], "--interpolation": ["lerp"], "--init_weight_target": ["start"],
     "--captions": ["burn"], "--caption_position": ["top"], "-gid": ["cpu"], "-cd": ["cpu"],
 }
 NUMERIC = {"-ips", "-sf", "--text_weight", "--audio_weight", "-vl", "-cpe", "-i", "-iw", "-lr", "-cuts",
@@ -94,7 +94,28 @@ def test_config_file_round_trips_and_flags_override_it(tmp_path):
     assert loaded.to_dict() == config.to_dict()
     override, _ = parse_config(["--config", str(path), "-sd", "9", "-s", "32", "32"], "g", "", Config())
     assert override.seed == 9 and override.output.size == (32, 32)
-    assert override.prompts.theme == "ink wash" and override.step.augments == ["Ji", "Sh"]
+    assert override.prompts.theme == "ink wash" and override.step.augments == ("Ji", "Sh")
+
+
+def test_step_group_is_the_optimisers_step_config(tmp_path):
+    """One StepConfig: the config's step group, saved as YAML (augments a list) and loaded back."""
+    import yaml
+
+    from metamusic.optim.stepper import StepConfig
+
+    config, _ = parse_config(["-aug", "Ji", "Sh", "-iw", "0.5", "--init_weight_target", "start", "-gid", "cpu"],
+                             "g", "", Config())
+    assert type(config.step) is StepConfig and config.step.init_weight_target == "start"
+    assert Config().step == StepConfig() and StepConfig().precision == "auto"  # one set of defaults
+    path = tmp_path / "config.yaml"
+    config.save(path)
+    assert yaml.safe_load(path.read_text())["step"]["augments"] == ["Ji", "Sh"]
+    assert Config.load(path).step == config.step
+    path.write_text("step:\n  cutn: '8'\n")
+    with pytest.raises(InputError) as info:
+        Config.load(path)
+    assert "cutn" in str(info.value) and "\n" not in str(info.value)
+    assert parse_config(["-gid", "cpu"], "g", "", Config())[0].step.init_weight_target == "zero"
 
 
 def test_config_file_with_unknown_setting_is_refused(tmp_path):

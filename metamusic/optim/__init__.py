@@ -22,6 +22,7 @@ from metamusic.optim.optimisers import OPTIMISERS, build_optimiser
 from metamusic.optim.prompts import (
     Target,
     blend_targets,
+    image_prompt_size,
     noise_targets,
     parse_prompt,
     split_prompts,
@@ -29,6 +30,7 @@ from metamusic.optim.prompts import (
     target_loss,
 )
 from metamusic.optim.stepper import (
+    INIT_WEIGHT_TARGETS,
     PRECISIONS,
     StepConfig,
     Stepper,
@@ -43,6 +45,7 @@ __all__ = [
     "AUGMENT_CODES",
     "CUT_METHODS",
     "DEFAULT_AUGMENTS",
+    "INIT_WEIGHT_TARGETS",
     "OPTIMISERS",
     "PRECISIONS",
     "StepConfig",
@@ -55,6 +58,7 @@ __all__ = [
     "build_optimiser",
     "clamp_latent",
     "embed_image_prompt",
+    "image_prompt_size",
     "latest_reference",
     "make_cutouts",
     "method_augments",

@@ -13,6 +13,8 @@ from metamusic.optim.stepper import (
     StepConfig,
     Stepper,
     StepResult,
+    decode_quantised,
+    quantise,
     resolve_precision,
     step_seed,
 )
@@ -56,10 +58,11 @@ def optimise_keyframes(
 ) -> list[torch.Tensor]:
     """One keyframe latent (1, C, h, w) per segment, each after ``steps`` optimisation steps.
 
-    Step i of keyframe k uses seed ``step_seed(seed, k, i)`` (as segment k's steps in the
-    per-frame mode). Warm-started (default): one stepper runs the keyframes in order, so keyframe
-    k starts from keyframe k - 1 with its optimiser state (``z_init``, default z0, anchors the
-    init_weight term). Independent: keyframe 0 starts from z0, keyframe k > 0 from
+    Step i of keyframe k uses seed ``step_seed(seed, k, i)`` and step index i (as segment k's
+    steps in the per-frame mode: the "zero" init-weight term decays within each keyframe).
+    Warm-started (default): one stepper runs the keyframes in order, so keyframe k starts from
+    keyframe k - 1 with its optimiser state (``z_init``, default z0, anchors a "start"
+    init-weight term). Independent: keyframe 0 starts from z0, keyframe k > 0 from
     :func:`keyframe_start_latent` (or from z0 too when ``fresh_starts`` is False, e.g. with an
     init image), each with a fresh optimiser, ``batch`` of them optimised at once by
     :class:`~metamusic.optim.batched.BatchedStepper`; every batch size gives the same latents to
@@ -123,7 +126,7 @@ def optimise_keyframe_chain(
     for j, keyframe_targets in enumerate(targets):
         k = first + j
         for i in range(steps):
-            result = stepper.step(keyframe_targets, step_seed(seed, k, i))
+            result = stepper.step(keyframe_targets, step_seed(seed, k, i), index=i)
             if on_step is not None:
                 on_step(k, i, result)
         keyframes.append(stepper.latent)
@@ -147,7 +150,7 @@ def optimise_keyframe_batch(
 
     stepper = BatchedStepper(decoder, perceptor, step_config, starts)
     for i in range(steps):
-        results = stepper.step(list(targets), [step_seed(seed, k, i) for k in indices])
+        results = stepper.step(list(targets), [step_seed(seed, k, i) for k in indices], index=i)
         if on_step is not None:
             for k, result in zip(indices, results):
                 on_step(k, i, result)
@@ -155,28 +158,17 @@ def optimise_keyframe_batch(
 
 
 @torch.no_grad()
-def decode_frames(decoder: Any, z: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
-    """Images in [0, 1] of latents: quantise, decode, map to [0, 1]. (T, C, h, w) -> (T, 3, H, W)."""
-    return _decode_quantised(decoder, _quantise(decoder, z), resolve_precision(precision, z.device))
+def decode_frames(decoder: Any, z: torch.Tensor, precision: str = "fp32", compile: bool = False) -> torch.Tensor:
+    """Images in [0, 1] of latents, no gradient: the step's quantise and decode. (T, C, h, w) -> (T, 3, H, W)"""
+    return _decode_quantised(decoder, _quantise(decoder, z), resolve_precision(precision, z.device), compile)
 
 
 def _quantise(decoder: Any, z: torch.Tensor) -> torch.Tensor:
-    """Nearest codebook vector per position (float32). (T, C, h, w) -> (T, C, h, w)"""
-    from metamusic.ops import vector_quantize
-
-    quantize = getattr(decoder, "quantize_latent", None)
-    return quantize(z.float()) if quantize is not None else vector_quantize(z.float(), decoder.codebook.float())
+    """Nearest codebook vector per position (float32): ``stepper.quantise``. (T, C, h, w) -> (T, C, h, w)"""
+    return quantise(decoder, z)
 
 
-def _decode_quantised(decoder: Any, z_q: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
-    """decoder.decode_image, or clamp((decode + 1) / 2), under autocast to ``dtype``. -> (T, 3, H, W)"""
-    from metamusic.optim.stepper import _autocast
-
-    with _autocast(z_q.device, dtype):
-        if hasattr(decoder, "decode_image"):
-            image = decoder.decode_image(z_q)
-        else:
-            image = decoder.decode(z_q).add(1).div(2)
-    return image.float().clamp(0, 1)  # (T, 3, H, W)
-
-
+def _decode_quantised(decoder: Any, z_q: torch.Tensor, dtype: torch.dtype | None, compile: bool = False) -> torch.Tensor:
+    """Images of quantised latents without gradient: ``stepper.decode_quantised``. -> (T, 3, H, W)"""
+    with torch.no_grad():
+        return decode_quantised(decoder, z_q, dtype, compile=compile)

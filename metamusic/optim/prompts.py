@@ -21,6 +21,7 @@ from metamusic.ops import replace_grad, spherical_distance
 __all__ = [
     "Target",
     "blend_targets",
+    "image_prompt_size",
     "noise_targets",
     "parse_prompt",
     "split_prompts",
@@ -55,6 +56,18 @@ def parse_prompt(s: str) -> tuple[str, float, float]:
     if math.isnan(weight) or math.isnan(stop):
         raise InputError(f"prompt {s!r}: weight and stop must be numbers, not nan")
     return text.strip(), weight, stop
+
+
+def image_prompt_size(image_size: tuple[int, int], out_size: tuple[int, int]) -> tuple[int, int]:
+    """(W, H) an image prompt is resized to before its cut-outs (nerdyrodent/VQGAN-CLIP ``resize_image``).
+
+    The image's aspect ratio with the area of the output image (or its own area, if smaller).
+    """
+    (w, h), (ow, oh) = image_size, out_size
+    if min(w, h, ow, oh) < 1:
+        raise InputError(f"image prompt size {w}x{h} or output size {ow}x{oh} is empty")
+    ratio, area = w / h, min(w * h, ow * oh)
+    return max(1, round((area * ratio) ** 0.5)), max(1, round((area / ratio) ** 0.5))
 
 
 def split_prompts(s: str) -> list[str]:

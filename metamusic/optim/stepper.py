@@ -1,11 +1,17 @@
 """The VQGAN-CLIP optimisation step, separate from the models that it drives.
 
-One step (VQGAN-CLIP's ``train``/``ascend_txt``):
+One step (nerdyrodent/VQGAN-CLIP generate.py ``train``/``ascend_txt``):
 1. z_q = quantise(z) with a straight-through gradient;
-2. image = clamp_with_grad((decoder.decode(z_q) + 1) / 2, 0, 1)            # (1, 3, H, W)
+2. image = clamp_with_grad((decoder.decode(z_q) + 1) / 2, 0, 1)            # (B, 3, H, W)
 3. cut-outs of the image (seeded), CLIP-normalised and embedded            # (cutn, D)
-4. loss = sum of target losses (+ init_weight * mse(z, z_init) / 2);
-5. backward, optimiser step, clamp z per channel to the codebook's range.
+4. loss = init term (if -iw) + sum of target losses;
+5. backward (fp16: through a GradScaler), optimiser step, clamp z per channel to the codebook.
+
+Every path of the project runs these through the functions below, so there is one of each:
+:func:`quantise` + :func:`decode_quantised` (precision, --low_memory, --compile), :func:`draw_cutouts`
++ :func:`embed_cutouts` (cut-outs, augments, noise; also image prompts, :func:`embed_image_prompt`),
+:func:`loss_terms` (the loss) and ``Stepper._update`` (fp16 scaler and optimiser). :class:`Stepper`
+runs one latent; ``batched.BatchedStepper`` runs B latents with one decoder and one CLIP call.
 
 The decoder needs ``decode(z_q)`` and ``codebook`` (K, C) (optionally ``quantize_latent(z)``);
 the perceptor needs ``input_resolution``, ``normalize(x01)`` and ``encode_image(x)``. Every
@@ -25,6 +31,7 @@ from typing import Any, Callable, Protocol, Sequence
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from metamusic.errors import InputError
 from metamusic.ops import clamp_with_grad, vector_quantize
@@ -47,23 +54,30 @@ from metamusic.optim.speed import (
 )
 
 __all__ = [
+    "INIT_WEIGHT_TARGETS",
     "PRECISIONS",
     "StepConfig",
     "StepResult",
     "Stepper",
+    "decode_quantised",
+    "draw_cutouts",
+    "embed_cutouts",
     "embed_image_prompt",
+    "loss_terms",
     "optimise_segment",
+    "quantise",
     "resolve_precision",
     "step_seed",
 ]
 
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
+INIT_WEIGHT_TARGETS = ("zero", "start")
 
 
 class Decoder(Protocol):
     codebook: torch.Tensor  # (K, C)
 
-    def decode(self, z_q: torch.Tensor) -> torch.Tensor: ...  # (1, C, h, w) -> (1, 3, H, W)
+    def decode(self, z_q: torch.Tensor) -> torch.Tensor: ...  # (B, C, h, w) -> (B, 3, H, W)
 
 
 class Perceptor(Protocol):
@@ -74,18 +88,24 @@ class Perceptor(Protocol):
     def encode_image(self, x: torch.Tensor) -> torch.Tensor: ...  # (B, 3, S, S) -> (B, D)
 
 
+# Field types of StepConfig checked on construction (a config file may hold "8" for 8).
+_NUMBER_FIELDS = ("cut_pow", "lr", "init_weight", "noise_fac")
+_TEXT_FIELDS = ("cut_method", "optimiser", "precision", "init_weight_target")
+_SWITCH_FIELDS = ("compile", "low_memory")
+
+
 @dataclass(frozen=True)
 class StepConfig:
-    """Settings of the optimisation step (VQGAN-CLIP flags -cutm -cuts -cutp -aug -opt -lr -iw).
+    """Settings of the optimisation step (flags -cutm -cuts -cutp -aug -opt -lr -iw, --precision ...).
 
-    precision: "fp32", "bf16", "fp16" or "auto" (autocast of decoder and perceptor only; the
-    latent, the loss and the optimiser state stay float32).
-    compile: torch.compile the decoder's decode and the perceptor's encode_image (compiled once
-    per process, shared by every Stepper). low_memory: gradient checkpointing of the decoder
-    (needs a decoder with ``use_checkpointing``, as VQGAN's). channels_last: feed the decoder a
-    channels-last latent (None: only where measured faster, see ``speed.channels_last_helps``;
-    off by default so BatchedStepper and Stepper round alike).
-    None of the three changes the values computed beyond float rounding.
+    This is the ``step`` group of :class:`metamusic.config.Config`. init_weight_target: "zero"
+    (VQGAN-CLIP: ``mse(z, 0) * iw / 2 / (2i + 1)``, i the step within the segment) or "start"
+    (ours: ``mse(z, z_start) * iw / 2`` at every step). precision: "fp32", "bf16", "fp16" or "auto"
+    (autocast of decoder and perceptor only; latent, loss and optimiser state stay float32).
+    compile: torch.compile the decoder's decode and the perceptor's encode_image (once per
+    process). low_memory: gradient checkpointing of the decoder (needs ``use_checkpointing``, as
+    VQGAN's). channels_last: feed the decoder a channels-last latent (None: where measured faster,
+    see ``speed.channels_last_helps``). None of these three changes values beyond float rounding.
     """
 
     cut_method: str = "latest"
@@ -95,17 +115,17 @@ class StepConfig:
     optimiser: str = "Adam"
     lr: float = 0.1
     init_weight: float = 0.0
+    init_weight_target: str = "zero"
     noise_fac: float = 0.1
-    precision: str = "fp32"
+    precision: str = "auto"
     compile: bool = False
     low_memory: bool = False
     channels_last: bool | None = False
 
     def __post_init__(self) -> None:
+        self._check_types()
         if self.cut_method not in CUT_METHODS:
-            raise InputError(
-                f"unknown cut method {self.cut_method!r}; valid: {' '.join(CUT_METHODS)}"
-            )
+            raise InputError(f"unknown cut method {self.cut_method!r}; valid: {' '.join(CUT_METHODS)}")
         if self.cutn < 1:
             raise InputError(f"number of cut-outs must be >= 1, got {self.cutn}")
         if not self.cut_pow > 0:
@@ -114,17 +134,43 @@ class StepConfig:
         unknown = [a for a in augments if a not in AUGMENT_CODES]
         if unknown:
             raise InputError(
-                f"unknown augment code(s) {' '.join(unknown)}; "
-                f"valid codes: {' '.join(AUGMENT_CODES)}"
+                f"unknown augment code(s) {' '.join(map(str, unknown))}; valid codes: {' '.join(AUGMENT_CODES)}"
             )
         object.__setattr__(self, "augments", augments)
         object.__setattr__(self, "optimiser", canonical_optimiser(self.optimiser))
         if not self.lr > 0:
             raise InputError(f"learning rate must be > 0, got {self.lr}")
+        if self.init_weight_target not in INIT_WEIGHT_TARGETS:
+            raise InputError(
+                f"unknown init weight target {self.init_weight_target!r}; valid: {' '.join(INIT_WEIGHT_TARGETS)}"
+            )
         if self.noise_fac < 0:
             raise InputError(f"cut-out noise factor must be >= 0, got {self.noise_fac}")
         if self.precision not in PRECISIONS:
             raise InputError(f"unknown precision {self.precision!r}; valid: {' '.join(PRECISIONS)}")
+
+    def _check_types(self) -> None:
+        """One-line InputError for a value of the wrong type (e.g. ``cutn: "8"`` in a config file)."""
+
+        def bad(name: str, kind: str) -> InputError:
+            return InputError(f"step setting {name}: expected {kind}, got {getattr(self, name)!r}")
+
+        if isinstance(self.cutn, bool) or not isinstance(self.cutn, int):
+            raise bad("cutn", "a whole number")
+        for name in _NUMBER_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise bad(name, "a number")
+        for name in _TEXT_FIELDS:
+            if not isinstance(getattr(self, name), str):
+                raise bad(name, "a name")
+        for name in _SWITCH_FIELDS:
+            if not isinstance(getattr(self, name), bool):
+                raise bad(name, "true or false")
+        if self.channels_last is not None and not isinstance(self.channels_last, bool):
+            raise bad("channels_last", "true, false or null")
+        if not isinstance(self.augments, (str, list, tuple)):
+            raise bad("augments", "a list of augment codes")
 
 
 @dataclass
@@ -173,12 +219,81 @@ def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abs
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+# ---------------------------------------------------------------------------------------------
+# The one decode path: latent -> codes -> image
+
+
+def quantise(decoder: Decoder, z: torch.Tensor) -> torch.Tensor:
+    """Nearest code per position, float32, with a straight-through gradient. (B, C, h, w) -> same."""
+    quantize = getattr(decoder, "quantize_latent", None)
+    if quantize is not None:
+        return quantize(z.float())
+    return vector_quantize(z.float(), decoder.codebook.to(z.device, torch.float32))
+
+
+def decode_quantised(
+    decoder: Decoder,
+    z_q: torch.Tensor,
+    dtype: torch.dtype | None,
+    *,
+    low_memory: bool = False,
+    compile: bool = False,
+    channels_last: bool = False,
+) -> torch.Tensor:
+    """Image in [0, 1] of quantised latents (VQGAN-CLIP's ``synth``). (B, C, h, w) -> (B, 3, H, W)
+
+    Decoded under autocast to ``dtype``, with the decoder checkpointed (``low_memory``; only acts
+    when gradients are on) and/or compiled; clamped with a gradient that pushes back into range.
+    """
+    if channels_last:
+        z_q = z_q.contiguous(memory_format=torch.channels_last)
+    call = functools.partial(compiled_call("decode"), decoder) if compile else decoder.decode
+    with decoder_checkpointing(decoder, low_memory), _autocast(z_q.device, dtype):
+        raw = call(z_q)  # (B, 3, H, W) ~[-1, 1]
+    return clamp_with_grad((raw.float() + 1) / 2, 0.0, 1.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# The one cut-out path: image -> cut-outs -> CLIP embeddings
+
+
 def _augment_seed(generator: torch.Generator) -> int:
     """An integer seed for kornia's (global-RNG) augments, drawn from the step's generator."""
     return int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device).item())
 
 
-def _embed_cutouts(
+def step_augments(config: StepConfig, cut_size: int, device: torch.device) -> nn.Module | None:
+    """The kornia augment pipeline of the config's cut method, on ``device``."""
+    augment = method_augments(config.cut_method, config.augments, cut_size)
+    return augment.to(device) if augment is not None else None
+
+
+def draw_cutouts(
+    image: torch.Tensor,
+    config: StepConfig,
+    augment: nn.Module | None,
+    cut_size: int,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """The ``config.cutn`` augmented, noised cut-outs of one image; randomness from ``generator``.
+
+    image: (1, 3, H, W) in [0, 1] -> (cutn, 3, S, S). Draw order: the augment seed, then crops
+    and noise (``cutouts.make_cutouts``).
+    """
+    aug_seed = _augment_seed(generator)
+    return make_cutouts(
+        image,
+        config.cut_method,
+        cut_size,
+        config.cutn,
+        config.cut_pow,
+        augment=lambda batch: apply_augments(augment, batch, aug_seed),
+        generator=generator,
+        noise_fac=config.noise_fac,
+    )
+
+
+def embed_cutouts(
     perceptor: Perceptor, cutouts: torch.Tensor, dtype: torch.dtype | None, compile: bool = False
 ) -> torch.Tensor:
     """CLIP image embeddings (float32) of cut-outs in [0, 1]. (B, 3, S, S) -> (B, D).
@@ -192,8 +307,41 @@ def _embed_cutouts(
     return embeds.float()
 
 
+# ---------------------------------------------------------------------------------------------
+# The one loss assembly
+
+
+def init_term(z: torch.Tensor, z_start: torch.Tensor, config: StepConfig, index: int) -> torch.Tensor:
+    """The -iw term of step ``index`` (counted within the segment).
+
+    "zero" (nerdyrodent/VQGAN-CLIP generate.py ``ascend_txt``): ``mse(z, 0) * iw / 2 / (2i + 1)``,
+    a pull toward zero that fades; "start": ``mse(z, z_start) * iw / 2`` at every step.
+    """
+    if config.init_weight_target == "zero":
+        return F.mse_loss(z, torch.zeros_like(z)) * (config.init_weight / (2 * index + 1)) / 2
+    return F.mse_loss(z, z_start) * config.init_weight / 2
+
+
+def loss_terms(
+    embeds: torch.Tensor,
+    targets: Sequence[Target],
+    z: torch.Tensor,
+    z_start: torch.Tensor,
+    config: StepConfig,
+    index: int,
+) -> list[torch.Tensor]:
+    """The loss terms of one latent: [init term if init_weight] + one per target. embeds: (cutn, D)."""
+    terms = [init_term(z, z_start, config, index)] if config.init_weight else []
+    return terms + [target_loss(embeds, t) for t in targets]
+
+
+def _check_index(index: int) -> None:
+    if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+        raise InputError(f"step index must be a whole number >= 0, got {index!r}")
+
+
 class Stepper:
-    """Holds the latent z (a float32 leaf tensor) and its optimiser; ``step`` runs one step."""
+    """Holds the latent z (a float32 leaf tensor), its optimiser and fp16 scaler; ``step`` runs one step."""
 
     def __init__(self, decoder: Decoder, perceptor: Perceptor, config: StepConfig, z: torch.Tensor):
         if z.ndim != 4 or z.shape[0] != 1:
@@ -206,32 +354,19 @@ class Stepper:
         self.z_init = self.z.detach().clone()  # (1, C, h, w)
         codebook = decoder.codebook.detach()
         if codebook.shape[1] != z.shape[1]:
-            raise InputError(
-                f"latent has {z.shape[1]} channels but the codebook has {codebook.shape[1]}"
-            )
+            raise InputError(f"latent has {z.shape[1]} channels but the codebook has {codebook.shape[1]}")
         self.z_min, self.z_max = (b.to(self.device, torch.float32) for b in z_bounds(codebook))
         self.optimiser = build_optimiser(config.optimiser, [self.z], config.lr)
         self.dtype = resolve_precision(config.precision, self.device)
-        self.scaler = (
-            torch.amp.GradScaler(self.device.type) if self.dtype == torch.float16 else None
-        )
-        self.augment = method_augments(
-            config.cut_method, config.augments, perceptor.input_resolution
-        )
-        if self.augment is not None:
-            self.augment = self.augment.to(self.device)
+        self.scaler = torch.amp.GradScaler(self.device.type) if self.dtype == torch.float16 else None
+        self.augment = step_augments(config, perceptor.input_resolution, self.device)
         if config.low_memory and not has_checkpointing(decoder):
             raise InputError(
                 "low_memory needs a decoder with gradient checkpointing (use_checkpointing), "
                 f"{type(decoder).__name__} has none; run without --low_memory"
             )
         self.channels_last = (
-            channels_last_helps(self.device, self.dtype)
-            if config.channels_last is None
-            else bool(config.channels_last)
-        )
-        self._decode = (
-            functools.partial(compiled_call("decode"), decoder) if config.compile else decoder.decode
+            channels_last_helps(self.device, self.dtype) if config.channels_last is None else bool(config.channels_last)
         )
 
     @property
@@ -239,23 +374,53 @@ class Stepper:
         """A detached copy of the current latent z. (1, C, h, w)"""
         return self.z.detach().clone()
 
+    # -- the pieces of a step, shared with BatchedStepper
+
     def _quantize(self, z: torch.Tensor) -> torch.Tensor:
         """Nearest-code latent with straight-through gradient, always in float32."""
-        quantize = getattr(self.decoder, "quantize_latent", None)
-        if quantize is not None:
-            return quantize(z)
-        return vector_quantize(z, self.decoder.codebook.to(z.device, torch.float32))
+        return quantise(self.decoder, z)
+
+    def _decode(self, z_q: torch.Tensor) -> torch.Tensor:
+        """Images in [0, 1] of quantised latents with this step's settings. (B, C, h, w) -> (B, 3, H, W)"""
+        cfg = self.config
+        return decode_quantised(
+            self.decoder, z_q, self.dtype, low_memory=cfg.low_memory, compile=cfg.compile,
+            channels_last=self.channels_last,
+        )
 
     def _synth(self, z: torch.Tensor) -> torch.Tensor:
-        """Image in [0, 1] of latent z (VQGAN-CLIP's ``synth``). (1, C, h, w) -> (1, 3, H, W)"""
-        z_q = self._quantize(z)  # (1, C, h, w), outside autocast: exact code choice
-        if self.channels_last:
-            z_q = z_q.contiguous(memory_format=torch.channels_last)
-        with decoder_checkpointing(self.decoder, self.config.low_memory), _autocast(
-            self.device, self.dtype
-        ):
-            raw = self._decode(z_q)  # (1, 3, H, W) ~[-1, 1]
-        return clamp_with_grad((raw.float() + 1) / 2, 0.0, 1.0)
+        """Image in [0, 1] of latent z. (1, C, h, w) -> (1, 3, H, W)"""
+        return self._decode(self._quantize(z))
+
+    def _cutouts(self, image: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """This step's cut-outs of ``image`` (1, 3, H, W) -> (cutn, 3, S, S)."""
+        return draw_cutouts(image, self.config, self.augment, self.perceptor.input_resolution, generator)
+
+    def _embed(self, cutouts: torch.Tensor) -> torch.Tensor:
+        """CLIP embeddings of cut-outs. (N, 3, S, S) -> (N, D)"""
+        return embed_cutouts(self.perceptor, cutouts, self.dtype, self.config.compile)
+
+    def _terms(self, embeds: torch.Tensor, targets: Sequence[Target], index: int) -> list[torch.Tensor]:
+        return loss_terms(embeds, targets, self.z, self.z_init, self.config, index)
+
+    def _scaled(self, total: torch.Tensor) -> torch.Tensor:
+        """The loss to call backward on: scaled by the fp16 GradScaler when there is one."""
+        return total if self.scaler is None else self.scaler.scale(total)
+
+    def _update(self) -> None:
+        """Optimiser step (through the fp16 scaler when there is one), then clamp z to the codebook."""
+        if self.scaler is None:
+            self.optimiser.step()
+        else:
+            self.scaler.step(self.optimiser)
+            self.scaler.update()
+        clamp_latent(self.z, self.z_min, self.z_max)
+
+    def _check_targets(self, targets: Sequence[Target], what: str = "") -> None:
+        if not targets and not self.config.init_weight:
+            raise InputError(f"{what}nothing to optimise toward: give at least one prompt")
+
+    # -- public
 
     @torch.no_grad()
     def image(self) -> torch.Tensor:
@@ -263,79 +428,64 @@ class Stepper:
         return self._synth(self.z.detach())
 
     def losses(
-        self, image: torch.Tensor, targets: Sequence[Target], generator: torch.Generator
+        self, image: torch.Tensor, targets: Sequence[Target], generator: torch.Generator, index: int
     ) -> list[torch.Tensor]:
-        """The loss terms of ``image`` (with grad): [init term if init_weight] + one per target."""
-        cfg = self.config
-        aug_seed = _augment_seed(generator)
-        cutouts = make_cutouts(
-            image,
-            cfg.cut_method,
-            self.perceptor.input_resolution,
-            cfg.cutn,
-            cfg.cut_pow,
-            augment=lambda batch: apply_augments(self.augment, batch, aug_seed),
-            generator=generator,
-            noise_fac=cfg.noise_fac,
-        )  # (cutn, 3, S, S)
-        embeds = _embed_cutouts(self.perceptor, cutouts, self.dtype, cfg.compile)  # (cutn, D)
-        terms = []
-        if cfg.init_weight:
-            terms.append(F.mse_loss(self.z, self.z_init) * cfg.init_weight / 2)
-        terms += [target_loss(embeds, t) for t in targets]
-        return terms
+        """The loss terms of ``image`` (with grad) at step ``index``: [init term] + one per target."""
+        return self._terms(self._embed(self._cutouts(image, generator)), targets, index)
 
     def step(
         self,
         targets: Sequence[Target],
         seed: int,
         extra_image_targets: Sequence[Target] = (),
+        *,
+        index: int,
     ) -> StepResult:
-        """One optimisation step toward ``targets`` (+ extra ones) with all randomness from seed."""
+        """Step ``index`` of the segment toward ``targets`` (+ extra ones), all randomness from ``seed``.
+
+        ``index`` counts steps within the segment: the "zero" init-weight term decays with it.
+        """
+        _check_index(index)
         all_targets = [*targets, *extra_image_targets]
-        if not all_targets and not self.config.init_weight:
-            raise InputError("nothing to optimise toward: give at least one prompt")
+        self._check_targets(all_targets)
         generator = torch.Generator(device=self.device).manual_seed(int(seed))
         self.optimiser.zero_grad(set_to_none=True)
         image = self._synth(self.z)  # (1, 3, H, W)
-        terms = torch.stack(self.losses(image, all_targets, generator))  # (T,)
-        total = terms.sum()
-        if self.scaler is None:
-            total.backward()
-            self.optimiser.step()
-        else:
-            self.scaler.scale(total).backward()
-            self.scaler.step(self.optimiser)
-            self.scaler.update()
-        clamp_latent(self.z, self.z_min, self.z_max)
+        terms = torch.stack(self.losses(image, all_targets, generator, index))  # (T,)
+        self._scaled(terms.sum()).backward()
+        self._update()
         values = terms.detach().float().cpu()  # one device sync per step for all the numbers
         return StepResult(loss=float(values.sum()), losses=values.tolist(), image=image.detach())
 
-    def state_dict(self) -> dict[str, Any]:
-        """Latent, starting latent and optimiser (and fp16 scaler) state, for checkpoints."""
-        state = {
-            "z": self.z.detach().clone(),
-            "z_init": self.z_init.clone(),
+    def stepper_state(self) -> dict[str, Any]:
+        """Optimiser and fp16 scaler state (copies): what carries from segment to segment."""
+        return {
             "optimiser": copy.deepcopy(self.optimiser.state_dict()),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
         }
-        if self.scaler is not None:
-            state["scaler"] = self.scaler.state_dict()
-        return state
+
+    def load_stepper_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`stepper_state` (or a bare optimiser state dict of older run folders)."""
+        if "param_groups" in state:  # a torch optimiser state dict on its own
+            state = {"optimiser": state}
+        if state.get("optimiser") is not None:
+            self.optimiser.load_state_dict(copy.deepcopy(state["optimiser"]))
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(dict(state["scaler"]))
+
+    def state_dict(self) -> dict[str, Any]:
+        """Latent, starting latent, optimiser and fp16 scaler state, for checkpoints."""
+        return {"z": self.z.detach().clone(), "z_init": self.z_init.clone(), **self.stepper_state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` saved (copies; the given dict is never aliased)."""
         z = state["z"]
         if z.shape != self.z.shape:
-            raise InputError(
-                f"saved latent has shape {tuple(z.shape)}, expected {tuple(self.z.shape)}"
-            )
+            raise InputError(f"saved latent has shape {tuple(z.shape)}, expected {tuple(self.z.shape)}")
         with torch.no_grad():
             self.z.copy_(z)
             self.z_init.copy_(state.get("z_init", z))
-        if state.get("optimiser") is not None:
-            self.optimiser.load_state_dict(copy.deepcopy(state["optimiser"]))
-        if self.scaler is not None and state.get("scaler") is not None:
-            self.scaler.load_state_dict(state["scaler"])
+        self.load_stepper_state(state)
 
 
 def optimise_segment(
@@ -346,7 +496,7 @@ def optimise_segment(
     targets: Sequence[Target],
     n_steps: int,
     seed: int,
-    optimiser_state: dict[str, Any] | None = None,
+    stepper_state: dict[str, Any] | None = None,
     on_step: Callable[[int, StepResult], None] | None = None,
     first_step_targets: Sequence[Target] = (),
     *,
@@ -354,12 +504,14 @@ def optimise_segment(
     start_step: int = 0,
     z_init: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, Any]]:
-    """Run steps start_step .. start_step + n_steps - 1 of a segment; return (z, optimiser state).
+    """Run steps start_step .. start_step + n_steps - 1 of a segment; return (z, stepper state).
 
-    Step i uses seed ``step_seed(seed, segment_index, i)``; ``first_step_targets`` (the previous
-    segment's last frame, as Music2Video) join the targets on step 0 only. ``on_step(i, result)``
-    sees every step. A pure function of its arguments: no global state is read or written.
-    z_init (default: z) is the anchor of the init_weight term.
+    The stepper state is ``{"optimiser": ..., "scaler": ... or None}`` (:meth:`Stepper.stepper_state`):
+    pass it to the next segment and save it for resume (a bare optimiser state dict is accepted
+    too). Step i uses seed ``step_seed(seed, segment_index, i)`` and index i (the init-weight
+    decay restarts each segment, as Music2Video); ``first_step_targets`` (the previous segment's
+    last frame, as Music2Video) join the targets on step 0 only. ``on_step(i, result)`` sees every
+    step. z_init (default: z) anchors the "start" init-weight term. No global state is touched.
     """
     if n_steps < 0:
         raise InputError(f"number of steps must be >= 0, got {n_steps}")
@@ -367,14 +519,14 @@ def optimise_segment(
     if z_init is not None:
         with torch.no_grad():
             stepper.z_init.copy_(z_init)
-    if optimiser_state is not None:
-        stepper.optimiser.load_state_dict(copy.deepcopy(optimiser_state))
+    if stepper_state is not None:
+        stepper.load_stepper_state(stepper_state)
     for i in range(start_step, start_step + n_steps):
         extra = first_step_targets if i == 0 else ()
-        result = stepper.step(targets, step_seed(seed, segment_index, i), extra)
+        result = stepper.step(targets, step_seed(seed, segment_index, i), extra, index=i)
         if on_step is not None:
             on_step(i, result)
-    return stepper.latent, stepper.optimiser.state_dict()
+    return stepper.latent, stepper.stepper_state()
 
 
 @torch.no_grad()
@@ -382,34 +534,19 @@ def embed_image_prompt(
     perceptor: Perceptor,
     image01: torch.Tensor,
     generator: torch.Generator,
+    config: StepConfig,
     *,
-    cut_method: str = "latest",
-    cutn: int = 32,
-    cut_pow: float = 1.0,
-    augments: Sequence[str] = DEFAULT_AUGMENTS,
-    noise_fac: float = 0.1,
     weight: float = 1.0,
     stop: float = -math.inf,
-    precision: str = "fp32",
 ) -> Target:
-    """Image prompt as VQGAN-CLIP: the CLIP embeddings of the image's cut-outs, one row each.
+    """Image prompt as VQGAN-CLIP: the embeddings of the image's step cut-outs, one row per cut-out.
 
-    image01: (1, 3, H, W) in [0, 1] (resize it to the output size first) -> Target (cutn, D).
+    The same cut-outs, augments and noise as a step with ``config`` (nerdyrodent/VQGAN-CLIP
+    generate.py embeds ``make_cutouts(image)``). image01: (1, 3, H, W) in [0, 1], already resized
+    (``prompts.image_prompt_size``) -> Target (cutn, D).
     """
     device = image01.device
-    augment = method_augments(cut_method, augments, perceptor.input_resolution)
-    if augment is not None:
-        augment = augment.to(device)
-    aug_seed = _augment_seed(generator)
-    cutouts = make_cutouts(
-        image01.float(),
-        cut_method,
-        perceptor.input_resolution,
-        cutn,
-        cut_pow,
-        augment=lambda batch: apply_augments(augment, batch, aug_seed),
-        generator=generator,
-        noise_fac=noise_fac,
-    )  # (cutn, 3, S, S)
-    embeds = _embed_cutouts(perceptor, cutouts, resolve_precision(precision, device))  # (cutn, D)
+    augment = step_augments(config, perceptor.input_resolution, device)
+    cutouts = draw_cutouts(image01.float(), config, augment, perceptor.input_resolution, generator)
+    embeds = embed_cutouts(perceptor, cutouts, resolve_precision(config.precision, device), config.compile)
     return Target(embeds, weight, stop)

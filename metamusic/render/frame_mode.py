@@ -43,10 +43,11 @@ def run_segment(ctx: Context, task: Task, inputs: dict[str, Any]) -> TaskOutput:
     span = frame_schedule([seg], plan.fps)[0]
     state = inputs.get("state")
     if state is None:
-        z, z_init, optimiser_state, last_image = job.z0.to(device), job.z0.to(device), None, None
+        z, z_init, stepper_state, last_image = job.z0.to(device), job.z0.to(device), None, None
     else:
         z, z_init = state["z"].to(device), state["z_init"].to(device)
-        optimiser_state, last_image = state["optimiser"], from_uint8(state["last_image"]).to(device)
+        stepper_state = {"optimiser": state["optimiser"], "scaler": state.get("scaler")}  # optimiser + fp16 scaler
+        last_image = from_uint8(state["last_image"]).to(device)
     targets = job.targets[i]
 
     # 1. The previous segment's last frame joins the targets on the first step (Music2Video); plain
@@ -54,9 +55,7 @@ def run_segment(ctx: Context, task: Task, inputs: dict[str, Any]) -> TaskOutput:
     first_targets = []
     if last_image is not None and targets and job.config.music.audio is not None:
         gen = torch.Generator(device=device).manual_seed(step_seed(plan.seed, i, -1))
-        first_targets = [embed_image_prompt(
-            ctx.models.perceptor, last_image, gen, cut_method=cfg.cut_method, cutn=cfg.cutn,
-            cut_pow=cfg.cut_pow, augments=cfg.augments, precision=cfg.precision)]
+        first_targets = [embed_image_prompt(ctx.models.perceptor, last_image, gen, cfg)]
 
     # 2. Steps stream their frames: frame k shows step span.step_of_frame[k].
     video = ctx.scratch / f"segment_{i:05d}.mp4"
@@ -73,9 +72,9 @@ def run_segment(ctx: Context, task: Task, inputs: dict[str, Any]) -> TaskOutput:
             ctx.progress.step(task, i, song_step0 + j, result)
 
         if steps:
-            z, optimiser_state = optimise_segment(
+            z, stepper_state = optimise_segment(
                 ctx.models.vqgan, ctx.models.perceptor, cfg, z, targets, steps, seed=plan.seed,
-                optimiser_state=optimiser_state, on_step=on_step, first_step_targets=first_targets,
+                stepper_state=stepper_state, on_step=on_step, first_step_targets=first_targets,
                 segment_index=i, z_init=z_init,
             )
         else:
@@ -94,7 +93,8 @@ def run_segment(ctx: Context, task: Task, inputs: dict[str, Any]) -> TaskOutput:
         "segment": i,
         "z": z.detach().cpu(),
         "z_init": z_init.detach().cpu(),
-        "optimiser": optimiser_state,
+        "optimiser": (stepper_state or {}).get("optimiser"),
+        "scaler": (stepper_state or {}).get("scaler"),  # the fp16 loss scale carries over (None otherwise)
         "last_image": to_uint8(cursor["image"]),
     }
     return output

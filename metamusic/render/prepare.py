@@ -6,6 +6,7 @@ noise prompts) are computed once per segment here, never per step.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -68,8 +69,8 @@ def encode_targets(config: Config, inputs: Inputs, segments: Sequence[Segment], 
         shared: list[Target] = []
         if inputs.audio is not None and config.prompts.prompts:
             shared += _text_targets(perceptor, split_prompts(config.prompts.prompts))
-        for path in config.prompts.image_prompts:
-            shared.append(_image_target(config, perceptor, path))
+        for i, path in enumerate(config.prompts.image_prompts):
+            shared.append(_image_target(config, perceptor, path, inputs.size, i))
         if config.prompts.noise_prompt_seeds:
             shared += noise_targets(config.prompts.noise_prompt_seeds, config.prompts.noise_prompt_weights,
                                     perceptor.embed_dim, device=device)
@@ -119,22 +120,23 @@ def _text_targets(perceptor: CLIPPerceptor, prompts: Sequence[str]) -> list[Targ
     return out
 
 
-def _image_target(config: Config, perceptor: CLIPPerceptor, path: str) -> Target:
+def _image_target(config: Config, perceptor: CLIPPerceptor, path: str, size: tuple[int, int], index: int) -> Target:
+    """-ip as VQGAN-CLIP: resized to the output size, embedded through the step's cut-outs (one row each)."""
     from PIL import Image
 
-    from metamusic.optim.prompts import parse_prompt
+    from metamusic.optim.prompts import image_prompt_size, parse_prompt
+    from metamusic.optim.stepper import embed_image_prompt, step_seed
 
     file, weight, stop = parse_prompt(path)
     try:
         img = Image.open(file).convert("RGB")
     except OSError:
         raise InputError(f"{file}: not an image PIL can read") from None
-    side = perceptor.input_resolution
-    img = img.resize((side, side), Image.LANCZOS)
+    img = img.resize(image_prompt_size(img.size, tuple(size)), Image.LANCZOS)
     x = torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1).float().div(255).unsqueeze(0)
-    x = x.to(config.device)
-    emb = perceptor.encode_image(perceptor.normalize(x)).float()
-    return Target(_unit(emb), weight, stop)
+    x = x.to(config.device)  # (1, 3, H, W)
+    gen = torch.Generator(device=x.device).manual_seed(step_seed(int(config.seed), -1, index))
+    return embed_image_prompt(perceptor, x, gen, step_config(config), weight=weight, stop=stop)
 
 
 def _audio_16k(config: Config, inputs: Inputs) -> Audio | None:
@@ -192,8 +194,7 @@ def initial_latent(config: Config, inputs: Inputs, models: Models, generator: to
 
 
 def step_config(config: Config) -> StepConfig:
-    s = config.step
-    cutn = min(s.cutn, 8) if config.output.preview else s.cutn
-    return StepConfig(cut_method=s.cut_method, cutn=cutn, cut_pow=s.cut_pow, augments=tuple(s.augments),
-                      optimiser=s.optimiser, lr=s.lr, init_weight=s.init_weight, precision=s.precision,
-                      compile=s.compile, low_memory=s.low_memory)
+    """The step's settings: config.step, with at most 8 cut-outs in a --preview."""
+    if config.output.preview:
+        return dataclasses.replace(config.step, cutn=min(config.step.cutn, 8))
+    return config.step

@@ -120,7 +120,7 @@ def _target(seed: int = 7) -> Target:
     return Target(torch.randn(1, EMBED_DIM, generator=torch.Generator().manual_seed(seed)))
 
 
-SMALL = dict(cutn=4)
+SMALL = {"cutn": 4, "precision": "fp32"}
 
 
 # ---------------------------------------------------------------- ops and prompt parsing
@@ -258,7 +258,7 @@ def test_cut_method_shape_and_full_step(method, decoder, perceptor):
         assert cut.min() >= 0 and cut.max() <= 1
     stepper = Stepper(decoder, perceptor, StepConfig(cut_method=method, **SMALL), _z0(decoder))
     before = stepper.latent
-    result = stepper.step([_target()], seed=3)
+    result = stepper.step([_target()], seed=3, index=0)
     assert math.isfinite(result.loss) and not torch.equal(before, stepper.latent)
 
 
@@ -303,7 +303,7 @@ def test_each_augment_code_runs_a_step(code, decoder, perceptor):
     config = StepConfig(augments=(code,), **SMALL)
     stepper = Stepper(decoder, perceptor, config, _z0(decoder))
     assert len(stepper.augment) == 1
-    result = stepper.step([_target()], seed=1)
+    result = stepper.step([_target()], seed=1, index=0)
     assert math.isfinite(result.loss)
     assert stepper.z.grad is not None and stepper.z.grad.abs().sum() > 0
 
@@ -342,7 +342,7 @@ def test_each_optimiser_steps_and_changes_z(name, decoder, perceptor):
     stepper = Stepper(decoder, perceptor, StepConfig(optimiser=name.lower(), **SMALL), _z0(decoder))
     assert type(stepper.optimiser).__name__ == name
     before = stepper.latent
-    stepper.step([_target()], seed=2)
+    stepper.step([_target()], seed=2, index=0)
     assert not torch.equal(before, stepper.latent)
 
 
@@ -355,17 +355,17 @@ def test_unknown_optimiser_is_input_error():
 
 
 def test_loss_decreases_toward_fixed_target(decoder, perceptor):
-    config = StepConfig(augments=(), noise_fac=0.0, cutn=2, lr=0.2)
+    config = StepConfig(augments=(), noise_fac=0.0, cutn=2, lr=0.2, precision="fp32")
     stepper = Stepper(decoder, perceptor, config, _z0(decoder))
     target = [_target()]
-    losses = [stepper.step(target, seed=i).loss for i in range(30)]
+    losses = [stepper.step(target, seed=i, index=i).loss for i in range(30)]
     assert sum(losses[-5:]) / 5 < 0.95 * losses[0], losses
     assert min(losses[-5:]) < min(losses[:5])
 
 
 def _run(decoder, perceptor, seed: int, n: int = 6):
     stepper = Stepper(decoder, perceptor, StepConfig(lr=0.3, **SMALL), _z0(decoder))
-    results = [stepper.step([_target()], seed=seed * 100 + i) for i in range(n)]
+    results = [stepper.step([_target()], seed=seed * 100 + i, index=i) for i in range(n)]
     images = torch.cat([r.image for r in results] + [stepper.image()])
     return stepper.latent, images, [r.loss for r in results]
 
@@ -385,18 +385,19 @@ def test_same_seed_is_bit_identical_and_independent_of_global_rng(decoder, perce
 def test_step_image_is_from_latent_before_update(decoder, perceptor):
     stepper = Stepper(decoder, perceptor, StepConfig(**SMALL), _z0(decoder))
     before = stepper.image()
-    result = stepper.step([_target()], seed=0)
+    result = stepper.step([_target()], seed=0, index=0)
     assert torch.equal(result.image, before)
     assert result.image.shape == (1, 3, 32, 32) and not result.image.requires_grad
     assert 0 <= result.image.min() and result.image.max() <= 1
 
 
 def test_init_weight_term(decoder, perceptor):
-    stepper = Stepper(decoder, perceptor, StepConfig(init_weight=2.0, **SMALL), _z0(decoder))
-    first = stepper.step([_target()], seed=0)
+    stepper = Stepper(decoder, perceptor, StepConfig(init_weight=2.0, init_weight_target="start", **SMALL),
+                      _z0(decoder))
+    first = stepper.step([_target()], seed=0, index=0)
     assert len(first.losses) == 2 and first.losses[0] == 0.0  # z == z_init on step 0
     moved = stepper.latent
-    second = stepper.step([_target()], seed=1)
+    second = stepper.step([_target()], seed=1, index=1)
     expected = F.mse_loss(moved, stepper.z_init).item() * 2.0 / 2
     assert second.losses[0] == pytest.approx(expected, rel=1e-6) and expected > 0
     assert second.loss == pytest.approx(sum(second.losses), rel=1e-6)
@@ -406,7 +407,7 @@ def test_z_stays_within_codebook_bounds(decoder, perceptor):
     stepper = Stepper(decoder, perceptor, StepConfig(lr=5.0, **SMALL), _z0(decoder))
     lo, hi = z_bounds(decoder.codebook)
     for i in range(3):
-        stepper.step([_target()], seed=i)
+        stepper.step([_target()], seed=i, index=i)
         z = stepper.latent
         assert torch.all(z >= lo) and torch.all(z <= hi)
     assert torch.any(z == lo) or torch.any(z == hi)  # lr 5 hits the walls: the clamp acted
@@ -422,17 +423,17 @@ def test_optimise_segment_carries_state(decoder, perceptor):
     assert seen == list(range(10))
     z_5, state_5 = optimise_segment(decoder, perceptor, config, z0, targets, 5, seed=9)
     z_55, state_55 = optimise_segment(
-        decoder, perceptor, config, z_5, targets, 5, seed=9, optimiser_state=state_5, start_step=5
+        decoder, perceptor, config, z_5, targets, 5, seed=9, stepper_state=state_5, start_step=5
     )
     assert torch.equal(z_55, z_10)
-    assert torch.equal(state_55["state"][0]["exp_avg"], state_10["state"][0]["exp_avg"])
+    assert torch.equal(state_55["optimiser"]["state"][0]["exp_avg"], state_10["optimiser"]["state"][0]["exp_avg"])
     z_fresh, _ = optimise_segment(decoder, perceptor, config, z_5, targets, 5, seed=9, start_step=5)
     assert not torch.equal(z_fresh, z_10)  # without the Adam state the result differs
 
 
 def test_first_step_targets_only_on_step_zero(decoder, perceptor):
     image = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    prompt = embed_image_prompt(perceptor, image, torch.Generator().manual_seed(1), cutn=3)
+    prompt = embed_image_prompt(perceptor, image, torch.Generator().manual_seed(1), StepConfig(cutn=3, precision="fp32"))
     assert prompt.embed.shape == (3, EMBED_DIM)
     counts = []
     optimise_segment(
@@ -454,12 +455,12 @@ def test_state_dict_round_trip(decoder, perceptor):
     config = StepConfig(**SMALL)
     a = Stepper(decoder, perceptor, config, _z0(decoder))
     for i in range(3):
-        a.step([_target()], seed=i)
+        a.step([_target()], seed=i, index=i)
     saved = a.state_dict()
     b = Stepper(decoder, perceptor, config, _z0(decoder, seed=99))
     b.load_state_dict(saved)
     assert torch.equal(a.latent, b.latent) and torch.equal(a.z_init, b.z_init)
-    ra, rb = a.step([_target()], seed=3), b.step([_target()], seed=3)
+    ra, rb = a.step([_target()], seed=3, index=3), b.step([_target()], seed=3, index=3)
     assert ra.loss == rb.loss and torch.equal(a.latent, b.latent)
     assert not torch.equal(saved["z"], a.latent)  # the saved copy is not aliased
 
@@ -467,9 +468,9 @@ def test_state_dict_round_trip(decoder, perceptor):
 def test_bf16_gradient_matches_fp32(decoder, perceptor):
     grads = {}
     for precision in ("fp32", "bf16"):
-        config = StepConfig(precision=precision, **SMALL)
+        config = StepConfig(**{**SMALL, "precision": precision})
         stepper = Stepper(decoder, perceptor, config, _z0(decoder))
-        stepper.step([_target()], seed=4)
+        stepper.step([_target()], seed=4, index=0)
         assert stepper.latent.dtype == torch.float32
         grads[precision] = stepper.z.grad.flatten()
     cos = F.cosine_similarity(grads["fp32"], grads["bf16"], dim=0).item()
@@ -479,7 +480,7 @@ def test_bf16_gradient_matches_fp32(decoder, perceptor):
 def test_no_targets_is_input_error(decoder, perceptor):
     stepper = Stepper(decoder, perceptor, StepConfig(**SMALL), _z0(decoder))
     with pytest.raises(InputError, match="prompt"):
-        stepper.step([], seed=0)
+        stepper.step([], seed=0, index=0)
 
 
 # ---------------------------------------------------------------- initial latents
@@ -509,3 +510,170 @@ def test_noise_images_and_bounds():
     z = torch.tensor([5.0, -5.0]).view(1, 2, 1, 1).requires_grad_(True)
     clamp_latent(z, lo, hi)
     assert z.flatten().tolist() == [2.0, -1.0] and z.requires_grad
+
+
+# ---------------------------------------------------------------- colour jitter as kornia 0.5.4
+
+
+def _rgb_to_hsv(rgb):
+    """(N, 3, ...) in [0, 1] -> h in [0, 2 pi), s, v (the HSV model kornia 0.5.4 uses)."""
+    import numpy as np
+
+    r, g, b = rgb[:, 0], rgb[:, 1], rgb[:, 2]
+    v = rgb.max(1)
+    delta = v - rgb.min(1)
+    s = np.where(v > 0, delta / np.where(v > 0, v, 1), 0.0)
+    safe = np.where(delta > 0, delta, 1)
+    h = np.where(v == r, ((g - b) / safe) % 6, np.where(v == g, (b - r) / safe + 2, (r - g) / safe + 4))
+    h = np.where(delta > 0, h, 0.0) / 6 * 2 * np.pi
+    return h, s, v
+
+
+def _hsv_to_rgb(h, s, v):
+    import numpy as np
+
+    h6 = (h / (2 * np.pi)) * 6
+
+    def channel(n: int):
+        k = (n + h6) % 6
+        return v - v * s * np.clip(np.minimum(k, 4 - k), 0, 1)
+
+    return np.stack([channel(5), channel(3), channel(1)], axis=1)
+
+
+def _old_color_jitter(x, params):
+    """kornia 0.5.4 ColorJitter restated in NumPy: each step in ``order``, on the selected samples."""
+    import numpy as np
+
+    out = x.copy()
+    chosen = params["batch_prob"].numpy() > 0.5
+    bf, cf, sf, hf = (params[k].numpy()[:, None, None] for k in
+                      ("brightness_factor", "contrast_factor", "saturation_factor", "hue_factor"))
+    y = x[chosen]
+    for step in params["order"].tolist():
+        if step == 0:  # brightness: additive shift by (factor - 1)
+            y = np.clip(y + (bf[chosen] - 1)[:, None], 0, 1)
+        elif step == 1:  # contrast: scale
+            y = np.clip(y * cf[chosen][:, None], 0, 1)
+        elif step == 2:  # saturation: scale S in HSV
+            h, s, v = _rgb_to_hsv(y)
+            y = _hsv_to_rgb(h, np.clip(s * sf[chosen], 0, 1), v)
+        else:  # hue: turn H by factor * 2 pi
+            h, s, v = _rgb_to_hsv(y)
+            y = _hsv_to_rgb(np.fmod(h + hf[chosen] * 2 * np.pi, 2 * np.pi), s, v)
+    out[chosen] = y
+    return out
+
+
+def test_ji_is_kornia_054_color_jitter():
+    """-aug Ji: additive brightness, multiplicative contrast, HSV saturation and hue (the originals' kornia)."""
+    import numpy as np
+
+    pipeline = build_augments(("Ji",), 8)
+    assert type(pipeline[0]).__name__ == "ColorJiggle"
+    batch = torch.rand(6, 3, 8, 8, generator=torch.Generator().manual_seed(0)) * 0.9 + 0.05
+    out = apply_augments(pipeline, batch, seed=1)
+    params = pipeline[0]._params
+    chosen = params["batch_prob"] > 0.5
+    assert 0 < int(chosen.sum()) < 6  # p = 0.7: some samples jittered, some left alone
+    for name, lo, hi in (("brightness_factor", 0.9, 1.1), ("contrast_factor", 0.9, 1.1),
+                         ("saturation_factor", 0.9, 1.1), ("hue_factor", -0.1, 0.1)):
+        assert params[name].min() >= lo and params[name].max() <= hi, name
+    expected = _old_color_jitter(batch.double().numpy(), params)
+    np.testing.assert_allclose(out.numpy(), expected, atol=2e-5)
+    assert not torch.allclose(out[chosen], batch[chosen], atol=1e-3)
+
+
+# ---------------------------------------------------------------- -iw, fp16 scaler state, image prompts
+
+
+def test_init_weight_zero_is_vqgan_clip_decaying_pull_to_zero(decoder, perceptor):
+    """Default -iw: mse(z, 0) * iw / 2 / (2i + 1), i the step index within the segment."""
+    config = StepConfig(init_weight=3.0, **SMALL)
+    assert config.init_weight_target == "zero"
+    stepper = Stepper(decoder, perceptor, config, _z0(decoder))
+    z = stepper.latent
+    first = stepper.step([_target()], seed=0, index=0)
+    assert first.losses[0] == pytest.approx(z.pow(2).mean().item() * 3.0 / 2, rel=1e-6) and first.losses[0] > 0
+    z = stepper.latent
+    later = stepper.step([_target()], seed=1, index=4)
+    assert later.losses[0] == pytest.approx(z.pow(2).mean().item() * 3.0 / 2 / 9, rel=1e-6)
+    # The gradient of the term alone is the pull toward zero: 2 z / numel * iw / 2 / (2i + 1).
+    alone = Stepper(decoder, perceptor, config, _z0(decoder))
+    alone.z.grad = None
+    from metamusic.optim.stepper import init_term
+
+    init_term(alone.z, alone.z_init, config, 2).backward()
+    torch.testing.assert_close(alone.z.grad, alone.z.detach() * 2 / alone.z.numel() * 3.0 / 2 / 5)
+    with pytest.raises(InputError, match="index"):
+        stepper.step([_target()], seed=2, index=-1)
+
+
+def test_init_weight_target_start_keeps_the_constant_pull_to_the_start(decoder, perceptor):
+    stepper = Stepper(decoder, perceptor, StepConfig(init_weight=2.0, init_weight_target="start", **SMALL),
+                      _z0(decoder))
+    first = stepper.step([_target()], seed=0, index=0)
+    assert len(first.losses) == 2 and first.losses[0] == 0.0  # z == z_init on step 0
+    moved = stepper.latent
+    second = stepper.step([_target()], seed=1, index=7)  # no decay with the index
+    assert second.losses[0] == pytest.approx(F.mse_loss(moved, stepper.z_init).item(), rel=1e-6)
+    with pytest.raises(InputError, match="init weight target"):
+        StepConfig(init_weight_target="origin")
+
+
+def test_fp16_scaler_state_carries_from_segment_to_segment(decoder, perceptor):
+    config = StepConfig(cutn=2, precision="fp16", lr=0.1)
+    z0, targets = _z0(decoder), [_target()]
+    z_10, state_10 = optimise_segment(decoder, perceptor, config, z0, targets, 10, seed=9)
+    z_5, state_5 = optimise_segment(decoder, perceptor, config, z0, targets, 5, seed=9)
+    assert set(state_5) == {"optimiser", "scaler"} and state_5["scaler"]["_growth_tracker"] == 5
+    z_55, state_55 = optimise_segment(decoder, perceptor, config, z_5, targets, 5, seed=9,
+                                      stepper_state=state_5, start_step=5)
+    assert torch.equal(z_55, z_10) and state_55["scaler"] == state_10["scaler"]
+    # A loss scale that backed off in one segment stays backed off in the next.
+    state = {**state_5, "scaler": {**state_5["scaler"], "scale": 1024.0}}
+    _, after = optimise_segment(decoder, perceptor, config, z_5, targets, 1, seed=9, stepper_state=state,
+                                start_step=5)
+    assert after["scaler"]["scale"] == 1024.0 and after["scaler"]["_growth_tracker"] == 6
+    # fp32 has no scaler; a bare optimiser state dict (older run folders) is still accepted.
+    fp32 = StepConfig(**SMALL)
+    _, plain = optimise_segment(decoder, perceptor, fp32, z0, targets, 2, seed=9)
+    assert plain["scaler"] is None
+    optimise_segment(decoder, perceptor, fp32, z0, targets, 1, seed=9, stepper_state=plain["optimiser"], start_step=2)
+
+
+def test_image_prompt_is_embedded_through_the_steps_cutouts(decoder, perceptor):
+    """-ip as VQGAN-CLIP: one embedding per cut-out, with the step's augments and noise."""
+    from metamusic.optim.stepper import Stepper as _Stepper
+
+    config = StepConfig(cutn=5, precision="fp32")
+    image = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    prompt = embed_image_prompt(perceptor, image, torch.Generator().manual_seed(1), config, weight=0.5)
+    assert prompt.embed.shape == (5, EMBED_DIM) and prompt.weight == 0.5
+    assert not torch.allclose(prompt.embed[0], prompt.embed[1])  # augments and noise differ per cut-out
+    stepper = _Stepper(decoder, perceptor, config, _z0(decoder))
+    with torch.no_grad():
+        same = stepper._embed(stepper._cutouts(image, torch.Generator().manual_seed(1)))
+    torch.testing.assert_close(prompt.embed, F.normalize(same, dim=-1))
+    plain = embed_image_prompt(perceptor, image, torch.Generator().manual_seed(1),
+                               StepConfig(cutn=5, augments=(), noise_fac=0.0, precision="fp32"))
+    assert torch.allclose(plain.embed[0], plain.embed[4])  # no augments, no noise: identical pooled cut-outs
+    assert not torch.allclose(plain.embed[0], prompt.embed[0], atol=1e-4)
+
+
+def test_image_prompt_size_is_vqgan_clip_resize_image():
+    from metamusic.optim import image_prompt_size
+
+    assert image_prompt_size((1000, 500), (32, 32)) == (45, 23)  # aspect kept, output area
+    assert image_prompt_size((64, 64), (256, 128)) == (64, 64)  # a smaller image keeps its own area
+    assert image_prompt_size((300, 200), (300, 200)) == (300, 200)
+    with pytest.raises(InputError):
+        image_prompt_size((0, 10), (32, 32))
+
+
+def test_step_config_type_errors_are_one_line_input_errors():
+    for bad in ({"cutn": "8"}, {"lr": "0.1"}, {"compile": "yes"}, {"cut_method": 3}, {"cutn": True}):
+        with pytest.raises(InputError) as info:
+            StepConfig(**bad)
+        assert "\n" not in str(info.value) and next(iter(bad)) in str(info.value)
+    assert StepConfig(augments=["Af", "Ji"]).augments == ("Af", "Ji")  # a YAML list comes back as a tuple

@@ -56,7 +56,7 @@ def _targets(dim: int) -> list[Target]:
 def _grad_after_step(models, seed: int = 5, **config) -> tuple[float, torch.Tensor]:
     vqgan, perceptor = models
     stepper = Stepper(vqgan, perceptor, StepConfig(cutn=CUTN, **config), _z0(vqgan))
-    result = stepper.step(_targets(perceptor.embed_dim), seed)
+    result = stepper.step(_targets(perceptor.embed_dim), seed, index=0)
     return result.loss, stepper.z.grad.detach().clone()
 
 
@@ -79,7 +79,7 @@ def test_fp32_step_equals_reference_loop_without_augments_and_noise(models, benc
     adam = torch.optim.Adam([z], lr=0.1)
     lo, hi = z_bounds(vqgan.codebook)
     for i in range(3):  # the update and clamp must agree too, or later losses drift apart
-        ours = stepper.step(targets, seed=i).loss
+        ours = stepper.step(targets, seed=i, index=i).loss
         ref = bench.reference_step(
             vqgan, perceptor, z, adam, targets, cutn=CUTN, augment=None, noise_fac=0.0,
             z_min=lo, z_max=hi, generator=torch.Generator().manual_seed(i),
@@ -124,8 +124,8 @@ def test_low_memory_needs_a_checkpointable_decoder(models):
             return vqgan.decode(z_q)
 
     with pytest.raises(InputError, match="low_memory"):
-        Stepper(Plain(), perceptor, StepConfig(cutn=2, low_memory=True), _z0(vqgan))
-    Stepper(Plain(), perceptor, StepConfig(cutn=2), _z0(vqgan))  # fine without it
+        Stepper(Plain(), perceptor, StepConfig(cutn=2, low_memory=True, precision="fp32"), _z0(vqgan))
+    Stepper(Plain(), perceptor, StepConfig(cutn=2, precision="fp32"), _z0(vqgan))  # fine without it
 
 
 def test_decoder_checkpointing_restores_flag_on_error(models):

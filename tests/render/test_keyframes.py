@@ -240,7 +240,7 @@ def test_warm_started_keyframes_carry_latent_and_optimiser_state(models, step_co
     z, state, chained = z0, None, []
     for k in range(3):
         z, state = optimise_segment(vqgan, perceptor, step_config, z, targets[k], 2, SEED,
-                                    optimiser_state=state, segment_index=k, z_init=z0)
+                                    stepper_state=state, segment_index=k, z_init=z0)
         chained.append(z)
     for a, b in zip(keys, chained):
         torch.testing.assert_close(a, b, atol=0, rtol=0)
@@ -305,16 +305,42 @@ def test_batched_stepper_sample_equals_its_own_stepper(models, step_config):
     lone = [Stepper(vqgan, perceptor, cfg, z[b : b + 1]) for b in range(3)]
     for i in range(2):
         seeds = [step_seed(SEED, b, i) for b in range(3)]
-        results = batched.step(targets, seeds)
+        results = batched.step(targets, seeds, index=i)
         for b in range(3):
-            r = lone[b].step(targets[b], seeds[b])
+            r = lone[b].step(targets[b], seeds[b], index=i)
             assert results[b].loss == pytest.approx(r.loss, abs=1e-5)
             torch.testing.assert_close(results[b].image, r.image, atol=1e-5, rtol=0)
-    for b in range(3):  # tolerance: see test_batched_independent_keyframes_equal_the_unbatched_run
-        torch.testing.assert_close(batched.latents[b : b + 1], lone[b].latent, atol=5e-5, rtol=0)
+    # Tolerance: see test_batched_independent_keyframes_equal_the_unbatched_run; Ji's HSV steps
+    # (kornia 0.5.4 colour jitter) and AdamP at lr 0.2 stretch the odd element to ~1e-4.
+    for b in range(3):
+        torch.testing.assert_close(batched.latents[b : b + 1], lone[b].latent, atol=2e-4, rtol=0)
         assert (batched.latents[b : b + 1] - lone[b].latent).abs().mean() < 1e-6
     with pytest.raises(InputError):
-        batched.step(targets[:2], seeds[:2])
+        batched.step(targets[:2], seeds[:2], index=0)
+
+
+def test_batched_keyframes_with_low_memory_checkpoint_the_decoder(models):
+    """--low_memory in batched keyframes: the decoder's levels run again in backward (checkpointing)."""
+    vqgan, perceptor = models
+    z0, targets = start_latent(vqgan), make_targets(2)
+    passes, keys = {}, {}
+    for low_memory in (False, True):
+        cfg = StepConfig(cutn=2, precision="fp32", lr=0.1, low_memory=low_memory)
+        calls: list[int] = []
+        hook = vqgan.decoder.up[0].block[0].register_forward_hook(
+            lambda m, args, out, calls=calls: calls.append(args[0].shape[0])
+        )
+        try:
+            keys[low_memory] = optimise_keyframes(vqgan, perceptor, cfg, z0, targets, 2, SEED, independent=True,
+                                                  batch=2)
+        finally:
+            hook.remove()
+        passes[low_memory] = calls
+    assert passes[False] == [2, 2]  # one batched decode of both keyframes per step
+    assert passes[True] == [2, 2, 2, 2]  # ... and its recomputation in each backward pass
+    assert vqgan.decoder.use_checkpointing is False  # the flag is restored
+    for a, b in zip(keys[False], keys[True]):
+        torch.testing.assert_close(b, a, atol=1e-5, rtol=0)
 
 
 def test_optimise_keyframes_rejects_bad_settings(models, step_config):

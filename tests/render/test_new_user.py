@@ -131,10 +131,10 @@ def test_a_run_folder_with_no_finished_task_starts_over_with_new_settings(tmp_pa
 
     segments = [Segment(0, 0.0, 1.0, 2, "text", "a", 0, 1.0, 0.0, 0.0, 1.0)]
     first = Config()
-    first.step.cutn = 4
+    first.step = dataclasses.replace(first.step, cutn=4)
     run, _ = open_run(first, tmp_path / "r.run", tmp_path / "r.mp4", segments)
     second = Config()
-    second.step.cutn = 8
+    second.step = dataclasses.replace(second.step, cutn=8)
     run, _ = open_run(second, tmp_path / "r.run", tmp_path / "r.mp4", segments)  # not refused: nothing finished
     assert run.saved_config().step.cutn == 8
     video = run.scratch / "s.mp4"

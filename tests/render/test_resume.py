@@ -6,6 +6,7 @@ must equal an uninterrupted one of the same seed frame for frame.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -423,7 +424,7 @@ def test_cosmetic_settings_are_not_differences(tmp_path):
     a, b = _config(tmp_path), _config(tmp_path / "elsewhere", save_every=7, save_png=True)
     b.device = "cuda:0"
     assert config_differences(a, b) == []
-    b.step.lr = 0.2
+    b.step = dataclasses.replace(b.step, lr=0.2)
     assert config_differences(a, b) == ["step.lr: 0.1 -> 0.2"]
 
 
