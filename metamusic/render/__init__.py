@@ -42,6 +42,7 @@ from metamusic.config import Config
 from metamusic.errors import InputError, Interrupted, MetaMusicError
 from metamusic.files import atomic_path
 from metamusic.runfolder import RunFolder, config_differences
+from metamusic.validate import validate
 from metamusic.song.timeline import Segment
 
 log = logging.getLogger("metamusic")
@@ -900,6 +901,7 @@ def preview_config(config: Config) -> Config:
 
 
 def _generate(config: Config, *, resume: bool, force: bool, from_segment: int | None) -> Path:
+    validate(config)  # every flag, before any file is read, model loaded or folder written
     config = preview_config(config)
     resolve_seed(config, resume=resume and not force)
     if config.deterministic:
