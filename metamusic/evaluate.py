@@ -593,9 +593,13 @@ def write_report(result: EvaluationResult, outdir: str | Path) -> dict[str, Path
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="evaluate.py",
-        description="Score a music video: CLIP alignment with its lyrics and audio, smoothness, A/V sync.",
+    from metamusic.helpformat import make_parser
+
+    p = make_parser(
+        "evaluate.py",
+        "Score a music video: CLIP alignment with its lyrics and audio, smoothness, A/V sync.\n"
+        "Writes metrics.csv (one row per segment), summary.json and plot.png.",
+        examples=("{prog} outputs/song.run", "{prog} outputs/song.mp4 -ap song.mp3 -lyr lyrics/song.csv -o eval/song"),
     )
     p.add_argument("video", help="the rendered video (mp4), or a run folder (config.yaml, storyboard.yaml)")
     p.add_argument("-ap", "--audio_prompt", help="the song (default: the run folder's, else the video's own sound)")
@@ -611,8 +615,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="load a CLIP TorchScript archive whose SHA-256 is not a published one")
     p.add_argument("-gid", "--gpu_id", help="GPU index to use, or 'cpu'")
     p.add_argument("-cd", "--cuda_device", help="device name (cuda:0, cpu)")
-    p.add_argument("--every", type=int, default=1, help="evaluate every Nth frame (default 1)")
-    p.add_argument("--batch", type=int, default=16, help="frames per CLIP batch (default 16)")
+    p.add_argument("--every", type=int, default=1, help="evaluate every Nth frame (default: 1)")
+    p.add_argument("--batch", type=int, default=16, help="frames per CLIP batch (default: 16)")
     p.add_argument("-o", "--output", help="output folder (default: <video>.eval beside the video)")
     return p
 
