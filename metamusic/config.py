@@ -217,7 +217,8 @@ def _nest_aliases(data: dict[str, Any], aliases: dict[str, str]) -> dict[str, An
     for key, value in data.items():
         target = aliases.get(key) if key not in _GROUP_TYPES else None
         if target is None:
-            if isinstance(value, dict) and isinstance(out.get(key), dict):
+            if isinstance(value, dict) and isinstance(out.get(key), dict):  # the group, after a long name
+                _no_clash(out[key], value, key, aliases)
                 out[key] = {**value, **out[key]}
             else:
                 out[key] = value
@@ -229,10 +230,16 @@ def _nest_aliases(data: dict[str, Any], aliases: dict[str, str]) -> dict[str, An
         group = out.setdefault(parts[0], {})
         if not isinstance(group, dict):
             raise InputError(f"config: {parts[0]!r} must be a mapping of its settings, got {group!r}")
-        if parts[1] in group:
-            raise InputError(f"config: {key!r} and {target!r} both set {target}: keep one")
+        _no_clash(group, {parts[1]: value}, parts[0], aliases)
         group[parts[1]] = value
     return out
+
+
+def _no_clash(a: dict[str, Any], b: dict[str, Any], group: str, aliases: dict[str, str]) -> None:
+    """InputError when a long name and its nested setting (``num_cuts`` and ``step.cutn``) are both given."""
+    for name in set(a) & set(b):
+        longs = [k for k, t in aliases.items() if t == f"{group}.{name}"]
+        raise InputError(f"config: {' / '.join(longs)} and {group}.{name} set the same thing: keep one")
 
 
 _KIND = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}

@@ -47,6 +47,7 @@ _COSMETIC = {
     "output.caption_size",
     "output.caption_position",
     "output.sheets",
+    "models.trust_torchscript",  # a permission typed on each command line, never taken from a file
     "device",
 }
 
