@@ -108,6 +108,11 @@ def check_inputs(config: Config) -> Inputs:
             raise InputError(f"{music.audio}: the song is shorter than one frame ({duration:.3f} s)")
     if music.lyrics:
         lyrics = clip_to_duration(read_lyrics(music.lyrics, music.lyrics_format), duration)
+        from metamusic.models.clip import token_count
+        from metamusic.song.lyrics import warn_long_lines
+
+        warn_long_lines(lyrics, token_count, compose=lambda t: compose_prompt(t, config.prompts.prompt_prefix,
+                                                                             config.prompts.theme))
 
     # Models: the files exist and are not HTML pages; the VQGAN config gives the size factor.
     from metamusic.models.vqgan_loader import download_hint
@@ -119,14 +124,14 @@ def check_inputs(config: Config) -> Inputs:
     needs_audio_model = audio is not None
     if needs_audio_model:
         check_model_file(config.models.wav2clip_checkpoint, "Wav2CLIP checkpoint", f"{hint} wav2clip")
-    from metamusic.models.clip import available_models, resolve_clip_path
+    from metamusic.models.clip import available_models, clip_download_hint, resolve_clip_path
 
     clip_name = config.models.clip_model
     clip_path = resolve_clip_path(clip_name, config.models.checkpoints_dir)
     if clip_path == Path(clip_name).expanduser() and not clip_path.exists():  # not an OpenAI name, not a file
         raise InputError(f"-m {clip_name}: unknown CLIP model: not one of {', '.join(available_models())} "
                          "and no such model file")
-    check_model_file(clip_path, "CLIP model", f"{hint} clip_vit_b32")
+    check_model_file(clip_path, "CLIP model", clip_download_hint(clip_name))
 
     # Size: a multiple of the VQGAN's downsampling factor.
     factor = vq.factor
@@ -403,9 +408,12 @@ def _resumable_from(run: RunFolder, segments: list[Segment], fps: float) -> int:
 
 def run_info(config: Config) -> dict[str, Any]:
     """Versions and model files (size and SHA-256) for run.json."""
+    from metamusic.models.clip import resolve_clip_path
+
     files = {}
+    clip = resolve_clip_path(config.models.clip_model, config.models.checkpoints_dir)
     for role, path in (("vqgan_config", config.models.vqgan_config), ("vqgan_checkpoint", config.models.vqgan_checkpoint),
-                       ("wav2clip_checkpoint", config.models.wav2clip_checkpoint)):
+                       ("clip", clip), ("wav2clip_checkpoint", config.models.wav2clip_checkpoint)):
         p = Path(path)
         if p.is_file():
             files[role] = {"path": str(p), "size": p.stat().st_size, "sha256": _sha256(p)}
