@@ -537,12 +537,8 @@ def plot_figure(result: EvaluationResult):
     """The report's figure: alignment, smoothness and pixel change over time, each on its own axis
     scaled to its data, with lyric lines (dashed, labelled) and beat ticks. Legends sit right of
     the axes, so they never cover a curve or the largest-jump marker."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-
     from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     fig = Figure(figsize=(12, 8), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)

@@ -42,8 +42,8 @@ from metamusic.config import Config
 from metamusic.errors import InputError, Interrupted, MetaMusicError
 from metamusic.files import atomic_path
 from metamusic.runfolder import RunFolder, config_differences
-from metamusic.validate import validate
 from metamusic.song.timeline import Segment
+from metamusic.validate import validate
 
 log = logging.getLogger("metamusic")
 
@@ -124,7 +124,11 @@ def check_inputs(config: Config) -> Inputs:
     needs_audio_model = audio is not None
     if needs_audio_model:
         check_model_file(config.models.wav2clip_checkpoint, "Wav2CLIP checkpoint", f"{hint} wav2clip")
-    from metamusic.models.clip import available_models, clip_download_hint, resolve_clip_path
+    from metamusic.models.clip import (
+        available_models,
+        clip_download_hint,
+        resolve_clip_path,
+    )
 
     clip_name = config.models.clip_model
     clip_path = resolve_clip_path(clip_name, config.models.checkpoints_dir)

@@ -32,7 +32,6 @@ from metamusic.models.vqgan_loader import (
 from metamusic.tiny.vqgan import tiny_vqgan_config, write_tiny_vqgan
 
 
-
 def _reference(module: str):
     """A module of the test-only taming reference; without it only the comparisons skip."""
     return pytest.importorskip(module, reason="the taming reference is not installed (pip install --no-deps -r "
