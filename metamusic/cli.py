@@ -8,6 +8,7 @@ flags actually typed. Flags keep the names users know from Music2Video and VQGAN
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any, Sequence
 from metamusic.config import Config
 from metamusic.console import run_cli
 from metamusic.errors import InputError
+from metamusic.helpformat import make_parser
 
 log = logging.getLogger("metamusic")
 
@@ -26,10 +28,16 @@ class Flag:
     target: str | None  # "group.field" in Config, "seed"/"device"/..., or None (CLI-only)
     help: str
     kwargs: dict[str, Any]
+    group: str = ""  # the --help section it is listed in
+    only: str | None = None  # "generate": not offered by generate_interpolate.py (which ignores it)
 
 
-def _f(names: str, target: str | None, help: str, **kwargs: Any) -> Flag:
-    return Flag(tuple(names.split()), target, help, kwargs)
+def _f(names: str, target: str | None, help: str, only: str | None = None, **kwargs: Any) -> Flag:
+    return Flag(tuple(names.split()), target, help, kwargs, only=only)
+
+
+def _group(title: str, *flags: Flag) -> tuple[Flag, ...]:
+    return tuple(dataclasses.replace(f, group=title) for f in flags)
 
 
 def _size(value: str) -> int:
@@ -39,143 +47,185 @@ def _size(value: str) -> int:
     return n
 
 
-# Flags shared by generate.py and generate_interpolate.py; (names, config target, help, argparse kwargs).
+# Flags of generate.py and generate_interpolate.py, by --help section; (names, config target, help, argparse kwargs).
 FLAGS: tuple[Flag, ...] = (
-    # -- music (Music2Video)
-    _f("-ap --audio_prompt", "music.audio", "the song (wav, mp3, flac, ogg, m4a, ...)"),
-    _f("-lyr --lyrics", "music.lyrics", "timed lyric file (M2V CSV, plain MM:SS, screen-play CSV, LRC, SRT)"),
-    _f("--lyrics_format", "music.lyrics_format", "force the lyric format instead of detecting it",
-       choices=["m2v-csv", "plain", "screenplay-csv", "lrc", "srt"]),
-    _f("--align", "music.align", "-lyr is plain text (one lyric line per line): time it to the song with Whisper "
-       "first; the timed file is written into the run folder", action="store_true"),
-    _f("--transcribe", "music.transcribe", "no -lyr: transcribe the lyrics from the song with Whisper first",
-       action="store_true"),
-    _f("--whisper_model", "music.whisper_model",
-       "Whisper checkpoint for --align/--transcribe: a file, or small/base/medium in --checkpoints_dir"),
-    _f("--whisper_language", "music.whisper_language", "language of the lyrics for Whisper, e.g. en (default: detected)"),
-    _f("-ips --iterations_per_second", "music.ips",
-       "optimisation steps per second of music (generate.py: 0 = 10 + 110 x peak volume)", type=float),
-    _f("-sf --audio_sampling_freq", "music.sample_rate", "rate the song is analysed at (Hz)", type=int),
-    _f("--mode", "music.mode", "m2v: each segment follows its lyric OR its audio (the original); "
-       "fused: weighted sum of the active lyric and the segment's audio", choices=["m2v", "fused"]),
-    _f("--text_weight", "music.text_weight", "fused mode: weight of the lyric's text prompt", type=float),
-    _f("--audio_weight", "music.audio_weight", "fused mode: weight of the audio prompt", type=float),
-    _f("--faithful_steps", "music.faithful_steps",
-       "int(d x rate) + 1 steps per segment, as Music2Video's loop (default: round(d x rate), at least 1)",
-       action="store_true"),
-    _f("-vl --video_length", "music.video_length",
-       "interpolate mode without lyrics: window length in seconds", type=float),
-    # -- models
-    _f("-conf --vqgan_config", "models.vqgan_config", "VQGAN yaml config"),
-    _f("-ckpt --vqgan_checkpoint", "models.vqgan_checkpoint", "VQGAN checkpoint (.ckpt)"),
-    _f("-m --clip_model", "models.clip_model", "CLIP name (ViT-B/32, ViT-B/16, RN50) or a file"),
-    _f("--wav2clip_checkpoint", "models.wav2clip_checkpoint", "Wav2CLIP.pt"),
-    _f("--checkpoints_dir", "models.checkpoints_dir", "folder where CLIP names are looked up"),
-    _f("--trust_torchscript", "models.trust_torchscript",
-       "load a CLIP TorchScript archive whose SHA-256 is not a published one", action="store_true"),
-    # -- prompts (VQGAN-CLIP)
-    _f("-p --prompts", "prompts.prompts", "text prompts 'text:weight:stop', '|' separates, '^' story phrases"),
-    _f("-ip --image_prompts", "prompts.image_prompts", "image prompts, '|' separated", type=lambda s: [p for p in s.split("|") if p]),
-    _f("-nps --noise_prompt_seeds", "prompts.noise_prompt_seeds", "noise prompt seeds", type=int, nargs="*"),
-    _f("-npw --noise_prompt_weights", "prompts.noise_prompt_weights", "noise prompt weights", type=float, nargs="*"),
-    _f("--theme", "prompts.theme", "style appended to every lyric prompt, e.g. 'oil painting, by Monet'"),
-    _f("--prompt_prefix", "prompts.prompt_prefix", "text put before every lyric prompt, e.g. 'a scene of'"),
-    _f("-ii --init_image", "prompts.init_image", "start from this image"),
-    _f("-in --init_noise", "prompts.init_noise", "start from noise", choices=["pixels", "gradient"]),
-    _f("-cpe --change_prompt_every", "prompts.change_prompt_every",
-       "move to the next '^' story phrase every N steps (0: never)", type=int),
-    _f("-i --iterations", "prompts.iterations", "steps of a run without a song", type=int),
-    # -- the optimisation step
-    _f("-iw --init_weight", "step.init_weight",
-       "weight of a pull on the latent (see --init_weight_target)", type=float),
-    _f("--init_weight_target", "step.init_weight_target",
-       "zero: -iw pulls toward 0, fading as 1/(2i+1) with the step i in the segment (VQGAN-CLIP); "
-       "start: a constant pull toward the starting latent", choices=["zero", "start"]),
-    _f("-lr --learning_rate", "step.lr", "learning rate", type=float),
-    _f("-cutm --cut_method", "step.cut_method", "cut-out method",
-       choices=["original", "updated", "nrupdated", "updatedpooling", "latest"]),
-    _f("-cuts --num_cuts", "step.cutn", "cut-outs per step", type=int),
-    _f("-cutp --cut_power", "step.cut_pow", "cut-out size power", type=float),
-    _f("-opt --optimiser", "step.optimiser", "optimiser",
-       choices=["Adam", "AdamW", "Adagrad", "Adamax", "DiffGrad", "AdamP", "RAdam", "RMSprop"]),
-    _f("-aug --augments", "step.augments", "augments: Ji Sh Gn Pe Ro Af Et Ts Cr Er Re", nargs="+",
-       action="extend"),
-    _f("--precision", "step.precision", "fp32 (exact) or mixed precision for decoder and CLIP",
-       choices=["fp32", "bf16", "fp16", "auto"]),
-    _f("--compile", "step.compile", "torch.compile the decoder and CLIP (slow first step)", action="store_true"),
-    _f("--low_memory", "step.low_memory", "gradient checkpointing of the decoder (for 512x512 on 8-11 GB)",
-       action="store_true"),
-    # -- output
-    _f("-o --output", "output.output", "output video (X.mp4; X.png writes X.mp4 beside it)"),
-    _f("--run_dir", "output.run_dir", "run folder (default: beside the output, <name>.run)"),
-    _f("-s --size", "output.size", "image size W H", type=_size, nargs=2),
-    _f("--fps", "output.fps", "frame rate of the video", type=float),
-    _f("-ofps --output_video_fps", "output.output_video_fps",
-       "> 9: motion-interpolate the final video to this frame rate", type=float),
-    _f("--crf", "output.crf", "x264 quality (lower is better)", type=int),
-    _f("-se --save_every", "output.save_every", "log (and with --save_png, save a PNG) every N steps", type=int),
-    _f("--save_png", "output.save_png", "write the current frame as PNG at each --save_every", action="store_true"),
-    # -- keyframe mode
-    _f("--keyframes", "keyframes.enabled", "optimise one keyframe per segment and interpolate the frames between",
-       action="store_true"),
-    _f("--keyframe_steps", "keyframes.steps", "optimisation steps per keyframe", type=int),
-    _f("--independent_keyframes", "keyframes.independent",
-       "start every keyframe from a fresh latent (default: warm-start from the previous one)", action="store_true"),
-    _f("--batch_keyframes", "keyframes.batch", "independent keyframes optimised together in one batch", type=int),
-    _f("--interpolation", "keyframes.interpolation", "how frames between keyframes are made",
-       choices=["slerp", "lerp"]),
-    # -- captions, preview, storyboard sheets
-    _f("--captions", "output.captions", "burn: draw the active lyric on the frames; srt: write an .srt and a "
-       "soft subtitle track; both", choices=["none", "burn", "srt", "both"]),
-    _f("--caption_font", "output.caption_font", "font file for burned captions (must cover the lyrics' script)"),
-    _f("--caption_size", "output.caption_size", "caption height as a fraction of the frame height", type=float),
-    _f("--caption_position", "output.caption_position", "where burned captions go",
-       choices=["bottom", "top", "center"]),
-    _f("--preview", "output.preview", "fast low-resolution render of the whole song to check timing and prompts",
-       action="store_true"),
-    _f("--preview_steps", "output.preview_steps", "steps per segment in a preview", type=int),
-    _f("--keep_states", "output.keep_states", "frame mode: which per-segment states to keep: all (default: any "
-       "--from_segment K works), last (resume only), every:N (--from_segment at multiples of N)"),
-    _f("--no_sheets", None, "do not write the storyboard contact sheet and timeline PNGs", action="store_true"),
-    # -- run
-    _f("-sd --seed", "seed", "random seed (reproduces a run bit-for-bit on CPU)", type=int),
-    _f("-gid --gpu_id", None, "GPU index to use, or 'cpu'"),
-    _f("-cd --cuda_device", None, "device name (cuda:0, cpu)"),
-    _f("-d --deterministic", "deterministic", "use deterministic algorithms", action="store_true"),
-    _f("-vid --video", None, "make a video (always on with a song; kept for compatibility)", action="store_true"),
-    _f("--config", None, "YAML file setting any of these options (flags override it)"),
-    _f("--resume", None, "continue the render in this run folder (re-running the same command does too)"),
-    _f("--force", None, "start the run folder over even though its settings differ", action="store_true"),
-    _f("--from_segment", None, "re-render from segment K on (after editing storyboard.yaml)", type=int),
-    # -- accepted for compatibility with VQGAN-CLIP's command lines (not used with a song)
-    _f("-zvid --zoom_video", None, "VQGAN-CLIP zoom video (not supported: see README)", action="store_true"),
-    _f("-zs --zoom_start", None, argparse.SUPPRESS, type=int),
-    _f("-zse --zoom_save_every", None, argparse.SUPPRESS, type=int),
-    _f("-zsc --zoom_scale", None, argparse.SUPPRESS, type=float),
-    _f("-zsx --zoom_shift_x", None, argparse.SUPPRESS, type=int),
-    _f("-zsy --zoom_shift_y", None, argparse.SUPPRESS, type=int),
-    _f("-vsd --video_style_dir", None, "VQGAN-CLIP video style transfer (not supported: see README)"),
-    _f("-ifps --input_video_fps", None, argparse.SUPPRESS, type=float),
+    *_group(
+        "input",
+        _f("-ap --audio_prompt", "music.audio", "the song (wav, mp3, flac, ogg, m4a, ...)"),
+        _f("-lyr --lyrics", "music.lyrics", "timed lyric file (M2V CSV, plain MM:SS, screen-play CSV, LRC, SRT)"),
+        _f("--lyrics_format", "music.lyrics_format", "force the lyric format (default: detected from the file)",
+           choices=["m2v-csv", "plain", "screenplay-csv", "lrc", "srt"]),
+        _f("--align", "music.align", "-lyr is plain text (one lyric line per line): time it to the song with Whisper "
+           "first; the timed file is written into the run folder", action="store_true"),
+        _f("--transcribe", "music.transcribe", "no -lyr: transcribe the lyrics from the song with Whisper first",
+           action="store_true"),
+        _f("--whisper_model", "music.whisper_model",
+           "Whisper checkpoint for --align/--transcribe: a file, or small/base/medium in --checkpoints_dir"),
+        _f("--whisper_language", "music.whisper_language", "language of the lyrics for Whisper, e.g. en (default: detected)"),
+        _f("-ips --iterations_per_second", "music.ips",
+           "optimisation steps per second of music; 0: 10 + 110 x the song's peak volume", type=float),
+        _f("-sf --audio_sampling_freq", "music.sample_rate", "rate the song is analysed at (Hz)", type=int),
+        _f("--mode", "music.mode", "m2v: each segment follows its lyric OR its audio (the original); "
+           "fused: weighted sum of the active lyric and the segment's audio", only="generate",
+           choices=["m2v", "fused"]),
+        _f("--text_weight", "music.text_weight", "fused mode: weight of the lyric's text prompt", only="generate",
+           type=float),
+        _f("--audio_weight", "music.audio_weight", "fused mode: weight of the audio prompt", only="generate",
+           type=float),
+        _f("--faithful_steps", "music.faithful_steps",
+           "int(d x rate) + 1 steps per segment, as Music2Video's loop (default: round(d x rate), at least 1)",
+           action="store_true"),
+        _f("-vl --video_length", "music.video_length",
+           "interpolate mode without lyrics: window length in seconds", type=float),
+    ),
+    *_group(
+        "prompts",
+        _f("-p --prompts", "prompts.prompts", "text prompts 'text:weight:stop', '|' separates, '^' story phrases"),
+        _f("-ip --image_prompts", "prompts.image_prompts", "image prompts, '|' separated",
+           type=lambda s: [p for p in s.split("|") if p]),
+        _f("-nps --noise_prompt_seeds", "prompts.noise_prompt_seeds", "noise prompt seeds", type=int, nargs="*"),
+        _f("-npw --noise_prompt_weights", "prompts.noise_prompt_weights", "noise prompt weights, one per seed",
+           type=float, nargs="*"),
+        _f("--theme", "prompts.theme", "style appended to every lyric prompt, e.g. 'oil painting, by Monet'"),
+        _f("--prompt_prefix", "prompts.prompt_prefix", "text put before every lyric prompt, e.g. 'a scene of'"),
+        _f("-ii --init_image", "prompts.init_image", "start from this image"),
+        _f("-in --init_noise", "prompts.init_noise", "start from noise", choices=["pixels", "gradient"]),
+        _f("-cpe --change_prompt_every", "prompts.change_prompt_every",
+           "move to the next '^' story phrase every N steps (0: never)", type=int),
+        _f("-i --iterations", "prompts.iterations", "steps of a run without a song", type=int),
+    ),
+    *_group(
+        "optimisation",
+        _f("-iw --init_weight", "step.init_weight", "keep the latent near its start", type=float),
+        _f("--init_weight_target", "step.init_weight_target",
+           "zero: -iw pulls toward 0, fading as 1/(2i+1) with the step i in the segment (VQGAN-CLIP); "
+           "start: a constant pull toward the starting latent", choices=["zero", "start"]),
+        _f("-lr --learning_rate", "step.lr", "learning rate", type=float),
+        _f("-cutm --cut_method", "step.cut_method", "cut-out method",
+           choices=["original", "updated", "nrupdated", "updatedpooling", "latest"]),
+        _f("-cuts --num_cuts", "step.cutn", "cut-outs per step", type=int),
+        _f("-cutp --cut_power", "step.cut_pow", "cut-out size power", type=float),
+        _f("-opt --optimiser", "step.optimiser", "optimiser",
+           choices=["Adam", "AdamW", "Adagrad", "Adamax", "DiffGrad", "AdamP", "RAdam", "RMSprop"]),
+        _f("-aug --augments", "step.augments", "augment codes: Ji Sh Gn Pe Ro Af Et Ts Cr Er Re", nargs="+",
+           action="extend"),
+        _f("--precision", "step.precision", "fp32 (exact) or mixed precision for decoder and CLIP; auto: bf16 "
+           "where fast, else fp16 on GPUs, fp32 on CPU", choices=["fp32", "bf16", "fp16", "auto"]),
+        _f("--compile", "step.compile", "torch.compile the decoder and CLIP (slow first step)", action="store_true"),
+        _f("--low_memory", "step.low_memory", "gradient checkpointing of the decoder (for 512x512 on 8-11 GB)",
+           action="store_true"),
+        _f("-sd --seed", "seed", "random seed (reproduces a run bit-for-bit on CPU; default: a new one, printed)",
+           type=int),
+        _f("-d --deterministic", "deterministic", "use deterministic algorithms", action="store_true"),
+    ),
+    *_group(
+        "keyframes",
+        _f("--keyframes", "keyframes.enabled",
+           "optimise one keyframe per segment and interpolate the frames between", action="store_true"),
+        _f("--keyframe_steps", "keyframes.steps", "optimisation steps per keyframe", type=int),
+        _f("--independent_keyframes", "keyframes.independent",
+           "start every keyframe from a fresh latent instead of the previous keyframe", action="store_true"),
+        _f("--batch_keyframes", "keyframes.batch", "independent keyframes optimised together in one batch", type=int),
+        _f("--interpolation", "keyframes.interpolation", "how frames between keyframes are made",
+           choices=["slerp", "lerp"]),
+    ),
+    *_group(
+        "video and captions",
+        _f("-o --output", "output.output", "output video (X.mp4; X.png writes X.mp4 beside it)"),
+        _f("-s --size", "output.size", "image size W H (default: 512 512 on GPUs with >= 15 GB, 384 384 with "
+           ">= 8 GB, else 256 256)", type=_size, nargs=2, metavar=("W", "H")),
+        _f("--fps", "output.fps", "frame rate of the video", type=float),
+        _f("-ofps --output_video_fps", "output.output_video_fps",
+           "> 9: motion-interpolate the final video to this frame rate (0: off)", type=float),
+        _f("--crf", "output.crf", "x264 quality 0..51 (lower is better)", type=int),
+        _f("-se --save_every", "output.save_every", "log (and with --save_png, save a PNG) every N steps", type=int),
+        _f("--save_png", "output.save_png", "write the current frame as PNG at each --save_every",
+           action="store_true"),
+        _f("--captions", "output.captions", "burn: draw the active lyric on the frames; srt: write X.srt, X.vtt "
+           "and a soft subtitle track; both", choices=["none", "burn", "srt", "both"]),
+        _f("--caption_font", "output.caption_font",
+           "font file for burned captions, covering the lyrics' script (default: DejaVu Sans)"),
+        _f("--caption_size", "output.caption_size", "caption height as a fraction of the frame height", type=float),
+        _f("--caption_position", "output.caption_position", "where burned captions go",
+           choices=["bottom", "top", "center"]),
+        _f("--preview", "output.preview",
+           "fast low-resolution render of the whole song to check timing and prompts", action="store_true"),
+        _f("--preview_steps", "output.preview_steps", "steps per segment in a preview", type=int),
+        _f("--no_sheets", None, "do not write the storyboard contact sheet and timeline PNGs", action="store_true"),
+        _f("--keep_states", "output.keep_states", "frame mode: which per-segment states to keep: all (default: any "
+           "--from_segment K works), last (resume only), every:N (--from_segment at multiples of N)"),
+        _f("-vid --video", None, "make a video (always on with a song; kept for compatibility)", action="store_true"),
+    ),
+    *_group(
+        "run folder",
+        _f("--run_dir", "output.run_dir", "run folder (default: beside the output, X.run)"),
+        _f("--config", None, "YAML file setting any of these options (flags override it)"),
+        _f("--resume", None, "continue the render in this run folder (re-running the same command does too)"),
+        _f("--force", None, "start the run folder over even though its settings differ", action="store_true"),
+        _f("--from_segment", None, "re-render from segment K on (after editing storyboard.yaml)", type=int),
+    ),
+    *_group(
+        "models and device",
+        _f("-conf --vqgan_config", "models.vqgan_config", "VQGAN yaml config"),
+        _f("-ckpt --vqgan_checkpoint", "models.vqgan_checkpoint", "VQGAN checkpoint (.ckpt)"),
+        _f("-m --clip_model", "models.clip_model", "CLIP name (ViT-B/32, ViT-B/16, RN50) or a file"),
+        _f("--wav2clip_checkpoint", "models.wav2clip_checkpoint", "Wav2CLIP.pt"),
+        _f("--checkpoints_dir", "models.checkpoints_dir", "folder where CLIP names are looked up"),
+        _f("--trust_torchscript", "models.trust_torchscript",
+           "load a CLIP TorchScript archive whose SHA-256 is not a published one (never taken from --config "
+           "or --resume: type it each time)", action="store_true"),
+        _f("-gid --gpu_id", None, "GPU index to use, or 'cpu' (default: GPU 0 if there is one)"),
+        _f("-cd --cuda_device", None, "device name (cuda:0, mps, cpu)"),
+    ),
+    *_group(
+        "VQGAN-CLIP flags MetaMusic refuses (see README)",
+        _f("-zvid --zoom_video", None, "VQGAN-CLIP zoom video", action="store_true"),
+        _f("-zs --zoom_start", None, argparse.SUPPRESS, type=int),
+        _f("-zse --zoom_save_every", None, argparse.SUPPRESS, type=int),
+        _f("-zsc --zoom_scale", None, argparse.SUPPRESS, type=float),
+        _f("-zsx --zoom_shift_x", None, argparse.SUPPRESS, type=int),
+        _f("-zsy --zoom_shift_y", None, argparse.SUPPRESS, type=int),
+        _f("-vsd --video_style_dir", None, "VQGAN-CLIP video style transfer"),
+        _f("-ifps --input_video_fps", None, argparse.SUPPRESS, type=float),
+    ),
 )
 
 
-def build_parser(prog: str, description: str, defaults: dict[str, Any]) -> argparse.ArgumentParser:
-    """Parser whose every option defaults to SUPPRESS, so only typed flags appear in the result."""
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description=description,
-        argument_default=argparse.SUPPRESS,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+def build_parser(prog: str, description: str, defaults: dict[str, Any], *, command: str = "generate",
+                 examples: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """Parser whose every option defaults to SUPPRESS, so only typed flags appear in the result.
+
+    Flags are listed in their ``Flag.group`` sections; a value flag's help ends with its default
+    (once; switches and flags whose help already says it get none). ``command`` drops the flags
+    another command does not use (``Flag.only``).
+    """
+    parser = make_parser(prog, description, examples, usage="-ap SONG [-lyr LYRICS] [options]  (or: -p PROMPTS [options])",
+                         argument_default=argparse.SUPPRESS)
+    groups: dict[str, argparse._ArgumentGroup] = {}
     for flag in FLAGS:
+        if flag.only is not None and flag.only != command:
+            continue
+        if flag.group not in groups:
+            groups[flag.group] = parser.add_argument_group(flag.group)
         kwargs = dict(flag.kwargs)
         dest = flag.names[-1].lstrip("-")
         default = defaults.get(flag.target or dest)
         help_text = flag.help
-        if default is not None and help_text is not argparse.SUPPRESS:
-            help_text = f"{help_text} (default: {default})"
-        parser.add_argument(*flag.names, dest=dest, help=help_text, **kwargs)
+        switch = kwargs.get("action") == "store_true"
+        if (default not in (None, "", []) and not switch and help_text is not argparse.SUPPRESS
+                and "default:" not in help_text):
+            help_text = f"{help_text} (default: {_shown(default)})"
+        groups[flag.group].add_argument(*flag.names, dest=dest, help=help_text, **kwargs)
     return parser
+
+
+def _shown(value: Any) -> str:
+    """A default as the user would type it: ``30`` not ``30.0``, ``Af Pe`` not ``['Af', 'Pe']``."""
+    if isinstance(value, (list, tuple)):
+        return " ".join(_shown(v) for v in value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
 
 
 def _set(data: dict[str, Any], target: str, value: Any) -> None:
@@ -208,14 +258,17 @@ def _flatten_augments(values: Sequence[str]) -> list[str]:
 
 
 def parse_config(
-    argv: Sequence[str] | None, prog: str, description: str, base: Config
+    argv: Sequence[str] | None, prog: str, description: str, base: Config, *, command: str = "generate",
+    examples: Sequence[str] = (),
 ) -> tuple[Config, argparse.Namespace]:
     """Parse ``argv`` into a Config: defaults -> ``--config`` file -> typed flags."""
     defaults = _flat_defaults(base)
-    parser = build_parser(prog, description, defaults)
+    parser = build_parser(prog, description, defaults, command=command, examples=examples)
     args = parser.parse_args(argv)
+    _refuse_unsupported(args)
     if getattr(args, "config", None):
-        base = Config.load(Path(args.config))  # a saved config is complete: it replaces the defaults
+        # A saved config is complete: it replaces the defaults.
+        base = Config.load(Path(args.config), aliases=config_aliases())
     if getattr(args, "resume", None):
         run_dir = Path(args.resume)
         if not (run_dir / "config.yaml").is_file():
@@ -223,6 +276,8 @@ def parse_config(
         base = Config.load(run_dir / "config.yaml")
         base.output.run_dir = str(run_dir)
     config = config_from_args(args, base)
+    # Loading an unverified TorchScript archive runs its code: only a flag typed now allows it.
+    config.models.trust_torchscript = bool(getattr(args, "trust_torchscript", False))
     from metamusic.devices import resolve_device
 
     if "gpu_id" in args or "cuda_device" in args:
@@ -231,8 +286,12 @@ def parse_config(
         config.device = str(resolve_device())
     if getattr(args, "no_sheets", False):
         config.output.sheets = False
-    _refuse_unsupported(args)
     return config, args
+
+
+def config_aliases() -> dict[str, str]:
+    """The flags' long names a --config file may use (``num_cuts: 8``) -> their ``group.field``."""
+    return {f.names[-1].lstrip("-"): f.target for f in FLAGS if f.target is not None}
 
 
 def _flat_defaults(base: Config) -> dict[str, Any]:
@@ -246,16 +305,40 @@ def _flat_defaults(base: Config) -> dict[str, Any]:
     return out
 
 
+_REFUSED = {  # dest -> (flag, what it does in VQGAN-CLIP)
+    "zoom_video": ("-zvid", "zoom videos"),
+    "zoom_start": ("-zs", "zoom videos"),
+    "zoom_save_every": ("-zse", "zoom videos"),
+    "zoom_scale": ("-zsc", "zoom videos"),
+    "zoom_shift_x": ("-zsx", "zoom videos"),
+    "zoom_shift_y": ("-zsy", "zoom videos"),
+    "video_style_dir": ("-vsd", "video style transfer"),
+    "input_video_fps": ("-ifps", "video style transfer"),
+}
+
+
 def _refuse_unsupported(args: argparse.Namespace) -> None:
-    if getattr(args, "zoom_video", False):
-        raise InputError("-zvid: zoom videos are a VQGAN-CLIP feature MetaMusic does not render; drop the flag")
-    if getattr(args, "video_style_dir", None):
-        raise InputError("-vsd: video style transfer is a VQGAN-CLIP feature MetaMusic does not render; drop the flag")
+    for dest, (flag, what) in _REFUSED.items():
+        if getattr(args, dest, None) not in (None, False):
+            raise InputError(f"{flag}: {what}, a VQGAN-CLIP feature MetaMusic does not render; drop the flag")
 
 
 def _run_options(args: argparse.Namespace) -> dict[str, Any]:
     """Resume options of a render (not part of its configuration)."""
     return {"force": getattr(args, "force", False), "from_segment": getattr(args, "from_segment", None)}
+
+
+GENERATE_EXAMPLES = (
+    "{prog} -ap song.mp3 -lyr lyrics/song.csv -o outputs/song.mp4",
+    "{prog} -ap song.mp3 -lyr lyrics/song.srt --preview -o outputs/song.mp4   # check timing first",
+    "{prog} -ap song.mp3 -lyr lyrics/song.lrc --mode fused --captions both --theme 'oil painting'",
+    "{prog} -p 'a lighthouse at dusk' -i 300 -o outputs/lighthouse.png   # no song",
+    "{prog} --resume outputs/song.run   # continue an interrupted render",
+)
+INTERPOLATE_EXAMPLES = (
+    "{prog} -ap song.mp3 -lyr lyrics/song.csv -o outputs/song.mp4",
+    "{prog} -ap song.mp3 -vl 8 -o outputs/song.mp4   # no lyrics: 8-second windows",
+)
 
 
 def generate_main(argv: Sequence[str] | None = None) -> int:
@@ -265,7 +348,8 @@ def generate_main(argv: Sequence[str] | None = None) -> int:
         from metamusic import render
 
         base = Config()
-        config, args = parse_config(argv, "generate.py", "Turn a song (and its lyrics) into a VQGAN-CLIP music video.", base)
+        config, args = parse_config(argv, "generate.py", "Turn a song (and its lyrics) into a VQGAN-CLIP music video.",
+                                    base, command="generate", examples=GENERATE_EXAMPLES)
         render.generate(config, **_run_options(args))
         return 0
 
@@ -284,6 +368,7 @@ def interpolate_main(argv: Sequence[str] | None = None) -> int:
         config, args = parse_config(
             argv, "generate_interpolate.py",
             "Lyric-interval music video: each lyric interval morphs from its text to its audio.", base,
+            command="interpolate", examples=INTERPOLATE_EXAMPLES,
         )
         config.music.mode = "interpolate"
         render.generate(config, **_run_options(args))

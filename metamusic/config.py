@@ -8,6 +8,9 @@ optimisation step (:class:`metamusic.optim.stepper.StepConfig` itself), video ou
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -124,27 +127,31 @@ class Config:
         return d
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Config":
-        """Build a Config from a (possibly partial) nested dict; unknown keys are an error."""
-        kwargs = {}
-        groups = {f.name: f for f in dataclasses.fields(cls)}
+    def from_dict(cls, data: dict[str, Any], aliases: dict[str, str] | None = None) -> "Config":
+        """Build a Config from a (possibly partial) nested dict; unknown keys and wrong types are errors.
+
+        ``aliases`` maps flat names (the command line's long flag names, e.g. ``num_cuts``) to
+        ``"group.field"``; such keys may appear at the top level beside the nested groups.
+        """
+        data = _nest_aliases(data, aliases or {})
+        kwargs: dict[str, Any] = {}
+        hints = typing.get_type_hints(cls)
         for key, value in data.items():
-            if key not in groups:
-                raise InputError(f"config: unknown setting {key!r}")
+            if key not in hints:
+                raise InputError(f"config: unknown setting {key!r}{_suggest(key, _valid_names(aliases))}")
             sub = _GROUP_TYPES.get(key)
             if sub is not None:
                 if not isinstance(value, dict):
-                    raise InputError(f"config: {key!r} must be a mapping")
-                known = {f.name for f in dataclasses.fields(sub)}
-                unknown = sorted(set(value) - known)
+                    raise InputError(f"config: {key!r} must be a mapping of its settings, got {value!r}")
+                sub_hints = typing.get_type_hints(sub)
+                unknown = sorted(set(value) - set(sub_hints))
                 if unknown:
-                    raise InputError(f"config: unknown setting {key}.{unknown[0]}")
-                value = dict(value)
-                if key == "output" and value.get("size") is not None:
-                    value["size"] = tuple(value["size"])
+                    name = f"{key}.{unknown[0]}"
+                    raise InputError(f"config: unknown setting {name}{_suggest(name, _valid_names(aliases))}")
+                value = {k: _typed(f"{key}.{k}", v, sub_hints[k]) for k, v in value.items()}
                 kwargs[key] = sub(**value)
             else:
-                kwargs[key] = value
+                kwargs[key] = _typed(key, value, hints[key])
         return cls(**kwargs)
 
     def save(self, path: Path) -> None:
@@ -153,14 +160,18 @@ class Config:
         atomic_write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True))
 
     @classmethod
-    def load(cls, path: Path) -> "Config":
+    def load(cls, path: Path, aliases: dict[str, str] | None = None) -> "Config":
+        """Read a YAML config (nested groups and/or ``aliases``' flat names); errors name ``path``."""
         try:
             data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
         except (OSError, yaml.YAMLError) as exc:
             raise InputError(f"{path}: cannot read config ({exc.__class__.__name__})") from None
         if not isinstance(data, dict):
             raise InputError(f"{path}: config must be a YAML mapping")
-        return cls.from_dict(data)
+        try:
+            return cls.from_dict(data, aliases)
+        except InputError as exc:
+            raise InputError(str(exc).replace("config:", f"{path}:", 1)) from None
 
 
 _GROUP_TYPES = {
@@ -171,3 +182,114 @@ _GROUP_TYPES = {
     "output": OutputConfig,
     "keyframes": KeyframeConfig,
 }
+
+
+def _valid_names(aliases: dict[str, str] | None) -> list[str]:
+    """Every key a config file may use: groups, ``group.field`` and the flat aliases."""
+    names = [f.name for f in dataclasses.fields(Config)]
+    for group, sub in _GROUP_TYPES.items():
+        names += [f"{group}.{f.name}" for f in dataclasses.fields(sub)]
+    return names + sorted(aliases or {})
+
+
+def _suggest(name: str, valid: list[str]) -> str:
+    """``"; did you mean a, b?"``: the valid names whose last part is nearest to ``name``'s (difflib)."""
+    leaf = name.rsplit(".", 1)[-1]
+
+    def score(v: str) -> float:
+        return difflib.SequenceMatcher(None, leaf, v.rsplit(".", 1)[-1]).ratio()
+
+    close = [v for v in sorted(valid, key=score, reverse=True)[:3] if score(v) >= 0.6]
+    return f"; did you mean {', '.join(close)}?" if close else ""
+
+
+def _nest_aliases(data: dict[str, Any], aliases: dict[str, str]) -> dict[str, Any]:
+    """``{"num_cuts": 8}`` -> ``{"step": {"cutn": 8}}`` for flat alias keys; nested groups kept."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        target = aliases.get(key) if key not in _GROUP_TYPES else None
+        if target is None:
+            if isinstance(value, dict) and isinstance(out.get(key), dict):  # the group, after a long name
+                _no_clash(out[key], value, key, aliases)
+                out[key] = {**value, **out[key]}
+            else:
+                out[key] = value
+            continue
+        parts = target.split(".")
+        if len(parts) == 1:
+            out[parts[0]] = value
+            continue
+        group = out.setdefault(parts[0], {})
+        if not isinstance(group, dict):
+            raise InputError(f"config: {parts[0]!r} must be a mapping of its settings, got {group!r}")
+        _no_clash(group, {parts[1]: value}, parts[0], aliases)
+        group[parts[1]] = value
+    return out
+
+
+def _no_clash(a: dict[str, Any], b: dict[str, Any], group: str, aliases: dict[str, str]) -> None:
+    """InputError when a long name and its nested setting (``num_cuts`` and ``step.cutn``) are both given."""
+    for name in set(a) & set(b):
+        longs = [k for k, t in aliases.items() if t == f"{group}.{name}"]
+        raise InputError(f"config: {' / '.join(longs)} and {group}.{name} set the same thing: keep one")
+
+
+_KIND = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
+def _typed(name: str, value: Any, hint: Any) -> Any:
+    """``value`` checked against the dataclass annotation ``hint`` (ints accepted as floats,
+    lists as tuples); InputError naming the setting and the expected kind otherwise."""
+    ok, converted = _convert(value, hint)
+    if not ok:
+        raise InputError(f"config: {name} must be {_describe(hint)}, got {value!r} ({type(value).__name__})")
+    return converted
+
+
+def _convert(value: Any, hint: Any) -> tuple[bool, Any]:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        for arm in typing.get_args(hint):
+            ok, v = _convert(value, arm)
+            if ok:
+                return True, v
+        return False, value
+    if hint is type(None):
+        return value is None, value
+    if hint is bool:
+        return isinstance(value, bool), value
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if hint is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return ok, float(value) if ok else value
+    if hint is str:
+        return isinstance(value, str), value
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            return False, value
+        args = typing.get_args(hint)
+        if origin is tuple and len(args) != len(value):
+            return False, value
+        arms = args if origin is tuple else args * len(value)
+        out = []
+        for item, arm in zip(value, arms):
+            ok, v = _convert(item, arm)
+            if not ok:
+                return False, value
+            out.append(v)
+        return True, origin(out)
+    return True, value
+
+
+def _describe(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in typing.get_args(hint))
+    if hint is type(None):
+        return "null"
+    if origin is list:
+        return f"a list of {_describe(typing.get_args(hint)[0]).removeprefix('a ').removeprefix('an ')}s"
+    if origin is tuple:
+        return f"a list of {len(typing.get_args(hint))} {_describe(typing.get_args(hint)[0]).removeprefix('an ')}s"
+    return _KIND.get(hint, str(hint))

@@ -373,9 +373,12 @@ def format_listing() -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="download_models.sh",
-        description="Download MetaMusic model weights (VQGAN, CLIP, Wav2CLIP, Whisper) into a checkpoints folder.",
+    from metamusic.helpformat import make_parser
+
+    parser = make_parser(
+        "download_models.sh", "Download MetaMusic model weights (VQGAN, CLIP, Wav2CLIP, Whisper) into a checkpoints folder.",
+        examples=("{prog}   # the defaults", "{prog} clip_vit_b16",
+                  "{prog} --list"),
     )
     parser.add_argument(
         "models", nargs="*", metavar="MODEL",

@@ -570,43 +570,51 @@ def _short(text: str, n: int = 28) -> str:
     return text if len(text) <= n else text[: n - 1] + "\u2026"
 
 
-def _plot(result: EvaluationResult, path: Path) -> None:
-    """Alignment (top) and smoothness / pixel change (bottom) over time, lyric lines and beat ticks."""
-    import matplotlib
-
-    matplotlib.use("Agg")
+def plot_figure(result: EvaluationResult):
+    """The report's figure: alignment, smoothness and pixel change over time, each on its own axis
+    scaled to its data, with lyric lines (dashed, labelled) and beat ticks. Legends sit right of
+    the axes, so they never cover a curve or the largest-jump marker."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(12, 6.5), dpi=100)
-    top, bottom = fig.subplots(2, 1, sharex=True)
+    fig = Figure(figsize=(12, 8), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    top, mid, low = fig.subplots(3, 1, sharex=True, height_ratios=(1.3, 1, 1))
     t, pt = result.frame_time, result.frame_time[1:]
     top.plot(t, result.text_scores, color="tab:blue", lw=1.2, label="text alignment")
     top.plot(t, result.audio_scores, color="tab:orange", lw=1.2, label="audio alignment")
     top.set_ylabel("cosine with target")
-    bottom.plot(pt, result.pair_cosine, color="tab:green", lw=1.2, label="smoothness (consecutive cosine)")
-    bottom.plot(pt, result.pair_pixel, color="tab:purple", lw=1.0, label="pixel change")
+    mid.plot(pt, result.pair_cosine, color="tab:green", lw=1.2, label="smoothness\n(consecutive cosine)")
     jump = result.largest_jump
     if jump.get("frame") is not None:
-        bottom.plot([jump["time"]], [1.0 - jump["value"]], "rx", ms=9, label="largest jump")
-    bottom.set_ylabel("consecutive frames")
-    bottom.set_xlabel("time (s)")
-    for ax in (top, bottom):
+        mid.plot([jump["time"]], [1.0 - jump["value"]], "rx", ms=9, mew=2, label="largest jump")
+    mid.set_ylabel("cosine")
+    low.plot(pt, result.pair_pixel, color="tab:purple", lw=1.0, label="pixel change\n(mean |difference|)")
+    low.set_ylabel("pixel change")
+    low.set_xlabel("time (s)")
+    for ax in (top, mid, low):
         for when, _ in result.lyric_marks:
             ax.axvline(when, color="0.55", lw=0.8, ls="--")
         if len(result.beats):
             # beat ticks along the bottom edge: x in data units, y in axes units
             ax.vlines(result.beats, 0.0, 0.04, transform=ax.get_xaxis_transform(), color="k", lw=0.8)
         ax.grid(alpha=0.25)
-        ax.legend(loc="upper right", fontsize=8)
+        ax.margins(y=0.08)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, fontsize=8)
     for when, text in result.lyric_marks:
         top.text(when, 0.98, " " + _short(text), transform=top.get_xaxis_transform(), rotation=90,
                  va="top", ha="left", fontsize=7, color="0.3", clip_on=True)
     end = max(float(t[-1]) if len(t) else 0.0, result.sync["audio_duration"])
     top.set_xlim(0.0, max(end, 1e-3))
     fig.suptitle(f"{result.video.name}: beats are ticks at the bottom, lyric lines dashed", fontsize=10)
-    fig.tight_layout()
+    return fig
+
+
+def _plot(result: EvaluationResult, path: Path) -> None:
+    """Write :func:`plot_figure` to ``path`` as a PNG, atomically."""
     from metamusic.files import atomic_path
 
+    fig = plot_figure(result)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
 
@@ -630,9 +638,13 @@ def write_report(result: EvaluationResult, outdir: str | Path) -> dict[str, Path
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="evaluate.py",
-        description="Score a music video: CLIP alignment with its lyrics and audio, smoothness, A/V sync.",
+    from metamusic.helpformat import make_parser
+
+    p = make_parser(
+        "evaluate.py",
+        "Score a music video: CLIP alignment with its lyrics and audio, smoothness, A/V sync.\n"
+        "Writes metrics.csv (one row per segment), summary.json and plot.png.",
+        examples=("{prog} outputs/song.run", "{prog} outputs/song.mp4 -ap song.mp3 -lyr lyrics/song.csv -o eval/song"),
     )
     p.add_argument("video", help="the rendered video (mp4), or a run folder (config.yaml, storyboard.yaml)")
     p.add_argument("-ap", "--audio_prompt", help="the song (default: the run folder's, else the video's own sound)")
@@ -648,8 +660,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="load a CLIP TorchScript archive whose SHA-256 is not a published one")
     p.add_argument("-gid", "--gpu_id", help="GPU index to use, or 'cpu'")
     p.add_argument("-cd", "--cuda_device", help="device name (cuda:0, cpu)")
-    p.add_argument("--every", type=int, default=1, help="evaluate every Nth frame (default 1)")
-    p.add_argument("--batch", type=int, default=16, help="frames per CLIP batch (default 16)")
+    p.add_argument("--every", type=int, default=1, help="evaluate every Nth frame (default: 1)")
+    p.add_argument("--batch", type=int, default=16, help="frames per CLIP batch (default: 16)")
     p.add_argument("-o", "--output", help="output folder (default: <video>.eval beside the video)")
     return p
 

@@ -62,6 +62,7 @@ _COSMETIC = {
     "output.caption_position",
     "output.sheets",
     "output.keep_states",  # which states are kept on disk, not what renders
+    "models.trust_torchscript",  # a permission typed on each command line, never taken from a file
     "device",
 }
 
@@ -456,10 +457,12 @@ def run_info(config: Config) -> dict[str, Any]:
     import platform
 
     from metamusic import __version__
+    from metamusic.models.clip import resolve_clip_path
 
     files = {}
+    clip = resolve_clip_path(config.models.clip_model, config.models.checkpoints_dir)
     for role, path in (("vqgan_config", config.models.vqgan_config), ("vqgan_checkpoint", config.models.vqgan_checkpoint),
-                       ("wav2clip_checkpoint", config.models.wav2clip_checkpoint)):
+                       ("clip", clip), ("wav2clip_checkpoint", config.models.wav2clip_checkpoint)):
         p = Path(path)
         if p.is_file():
             files[role] = {"path": str(p), "size": p.stat().st_size, "sha256": sha256_of(p)}

@@ -65,7 +65,11 @@ def has_timestamps(path: str | Path) -> bool:
 def check_model(model: str | Path, checkpoints_dir: str | Path = "checkpoints") -> Path:
     """The Whisper checkpoint path for a name or a path; CheckpointError (with the download command) if missing."""
     from metamusic.models.checkpoint_io import check_model_file
-    from metamusic.models.whisper_loader import WHAT, download_hint, resolve_whisper_path
+    from metamusic.models.whisper_loader import (
+        WHAT,
+        download_hint,
+        resolve_whisper_path,
+    )
 
     path = resolve_whisper_path(model, checkpoints_dir)
     return check_model_file(path, WHAT, download_hint(path))

@@ -20,7 +20,8 @@ Glyph coverage
     raises for missing glyphs, it would draw boxes.
 
 Soft subtitles
-    :func:`write_srt` / :func:`parse_srt` write and read SubRip; :func:`caption_intervals` turns a
+    :func:`write_srt` / :func:`parse_srt` write and read SubRip, :func:`write_vtt` WebVTT (for a
+    web page's ``<track>``: browsers read neither SRT nor MP4 subtitle streams); :func:`caption_intervals` turns a
     :class:`~metamusic.song.lyrics.Lyrics` into caption intervals; :func:`add_soft_subtitles` copies a
     video's streams and adds the SRT as a ``mov_text`` subtitle stream (mp4/mov containers).
 """
@@ -55,12 +56,15 @@ __all__ = [
     "check_font_covers",
     "check_lyrics_font",
     "default_font_path",
+    "disable_subtitle_tracks",
     "format_srt",
+    "format_vtt",
     "missing_glyphs",
     "parse_srt",
     "render_caption",
     "wrap_caption",
     "write_srt",
+    "write_vtt",
 ]
 
 POSITIONS: tuple[str, ...] = ("bottom", "top", "center")
@@ -344,6 +348,32 @@ def write_srt(lines: Sequence[tuple[float, float, str]], path: str | os.PathLike
     atomic_write_text(path, format_srt(lines))
 
 
+def _vtt_time(t: float) -> str:
+    return _srt_time(t).replace(",", ".")
+
+
+def format_vtt(lines: Sequence[tuple[float, float, str]]) -> str:
+    """WebVTT text (what browsers' ``<track>`` reads) for ``(start, end, text)`` cues; empty cues skipped.
+
+    Cue text is escaped (``&``, ``<``, ``>``) so a lyric is never read as markup, and a cue never
+    holds a blank line, which would end it.
+    """
+    blocks: list[str] = ["WEBVTT\n"]
+    for start, end, text in lines:
+        if not (math.isfinite(start) and math.isfinite(end) and 0 <= start < end):
+            raise ValueError(f"subtitle cue needs 0 <= start < end, got {start!r}..{end!r} for {text!r}")
+        rows = [part.strip() for part in text.splitlines() if part.strip()]
+        body = "\n".join(r.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;") for r in rows)
+        if body:
+            blocks.append(f"{_vtt_time(start)} --> {_vtt_time(end)}\n{body}\n")
+    return "\n".join(blocks)
+
+
+def write_vtt(lines: Sequence[tuple[float, float, str]], path: str | os.PathLike) -> None:
+    """Write ``(start, end, text)`` cues to ``path`` as a UTF-8 WebVTT file, atomically."""
+    atomic_write_text(path, format_vtt(lines))
+
+
 _SRT_T = r"([0-9]+):([0-9]{1,2}):([0-9]{1,2})[,.]([0-9]{1,3})"
 _SRT_TIMING = re.compile(rf"\s*{_SRT_T}\s*-->\s*{_SRT_T}(?:\s.*)?")
 
@@ -427,13 +457,16 @@ def _last_error_line(stderr: str) -> str:
 
 
 def add_soft_subtitles(
-    video: str | os.PathLike, srt: str | os.PathLike, out: str | os.PathLike, language: str = "eng"
+    video: str | os.PathLike, srt: str | os.PathLike, out: str | os.PathLike, language: str = "eng",
+    default: bool = True,
 ) -> None:
     """Write ``out``: ``video``'s video/audio streams copied plus ``srt`` as a mov_text subtitle stream.
 
     ``out`` must be .mp4/.m4v/.mov (mov_text lives in MP4/QuickTime); ``language`` is an
-    ISO 639-2 code. ``out`` may equal ``video``: the result is written to a temporary file and
-    renamed onto ``out`` only when ffmpeg succeeded.
+    ISO 639-2 code. ``default`` marks the track as shown by default; pass False when the same
+    captions are burned into the frames, or players draw them twice. ``out`` may equal
+    ``video``: the result is written to a temporary file and renamed onto ``out`` only when
+    ffmpeg succeeded.
     """
     from metamusic.media.video import ffmpeg_exe
 
@@ -456,6 +489,7 @@ def add_soft_subtitles(
             "-map", "0:v", "-map", "0:a?", "-map", "1:s",
             "-c:v", "copy", "-c:a", "copy", "-c:s", "mov_text",
             "-metadata:s:s:0", f"language={language}",
+            "-disposition:s:0", "default" if default else "0",
             "-movflags", "+faststart",
             str(tmp.resolve()),
         ]  # fmt: skip
@@ -463,3 +497,69 @@ def add_soft_subtitles(
         if proc.returncode != 0:
             msg = _last_error_line(proc.stderr.decode("utf-8", "replace"))
             raise MetaMusicError(f"ffmpeg failed while adding subtitles {srt} to {video}: {msg}")
+        if not default:
+            # ffmpeg's MP4 muxer enables the first track of each kind whatever its disposition,
+            # and players show an enabled subtitle track: clear the flag in the written file.
+            disable_subtitle_tracks(tmp)
+
+
+_SUBTITLE_HANDLERS = (b"sbtl", b"text", b"subt")  # MP4 / QuickTime handler types of subtitle tracks
+
+
+def _boxes(data: bytes, start: int, end: int):
+    """``(type, body_start, box_end)`` of the ISO-BMFF boxes in ``data[start:end]``."""
+    pos = start
+    while pos + 8 <= end:
+        size, kind = int.from_bytes(data[pos:pos + 4], "big"), data[pos + 4:pos + 8]
+        header = 8
+        if size == 1:
+            size, header = int.from_bytes(data[pos + 8:pos + 16], "big"), 16
+        elif size == 0:
+            size = end - pos
+        if size < header or pos + size > end:
+            return
+        yield kind, pos + header, pos + size
+        pos += size
+
+
+def disable_subtitle_tracks(path: str | os.PathLike) -> int:
+    """Clear the "track enabled" flag (ISO/IEC 14496-12 ``tkhd`` flags bit 0) of every subtitle
+    track of the MP4 at ``path``, in place; return how many tracks were changed.
+
+    Players (and ffmpeg's ``(default)``) treat an enabled subtitle track as shown by default.
+    """
+    path = Path(path)
+    changed = 0
+    with path.open("r+b") as f:
+        size = f.seek(0, os.SEEK_END)
+        pos = 0
+        while pos + 8 <= size:  # top-level boxes: read headers only, the media data is skipped
+            f.seek(pos)
+            head = f.read(16)
+            box, header = int.from_bytes(head[:4], "big"), 8
+            if box == 1:
+                box, header = int.from_bytes(head[8:16], "big"), 16
+            elif box == 0:
+                box = size - pos
+            if box < header:
+                break
+            if head[4:8] == b"moov":
+                f.seek(pos)
+                moov = f.read(box)
+                for kind, body, end in _boxes(moov, header, len(moov)):
+                    if kind != b"trak":
+                        continue
+                    tkhd = handler = None
+                    for sub, sub_body, sub_end in _boxes(moov, body, end):
+                        if sub == b"tkhd":
+                            tkhd = sub_body
+                        elif sub == b"mdia":
+                            for leaf, leaf_body, _ in _boxes(moov, sub_body, sub_end):
+                                if leaf == b"hdlr":
+                                    handler = moov[leaf_body + 8:leaf_body + 12]
+                    if tkhd is not None and handler in _SUBTITLE_HANDLERS and moov[tkhd + 3] & 1:
+                        f.seek(pos + tkhd + 3)  # the low byte of the 24-bit flags after the version
+                        f.write(bytes([moov[tkhd + 3] & ~1 & 0xFF]))
+                        changed += 1
+            pos += box
+    return changed

@@ -168,9 +168,12 @@ def combine_segments(
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``combine_mp4.py`` command line."""
-    parser = argparse.ArgumentParser(
-        prog="combine_mp4.py",
-        description="Join rendered segment videos in numeric order and mux the song.",
+    from metamusic.helpformat import make_parser
+
+    parser = make_parser(
+        "combine_mp4.py", "Join rendered segment videos in numeric order and mux the song.",
+        examples=("{prog} --dirs outputs/song.run --music song.mp3 -o outputs/song.mp4",
+                  "{prog} --dirs part1.run part2.run --reencode -o outputs/both.mp4"),
     )
     parser.add_argument("--dirs", nargs="+", required=True, metavar="DIR",
                         help="run folders (their segments/ subfolder is used) or folders of numbered *.mp4 files")

@@ -18,7 +18,7 @@ from PIL import Image
 
 from metamusic.files import atomic_path
 
-__all__ = ["KIND_COLORS", "contact_sheet", "panel_caption", "shorten", "timeline_plot"]
+__all__ = ["KIND_COLORS", "contact_sheet", "panel_caption", "shorten", "timeline_figure", "timeline_plot"]
 
 KIND_COLORS: dict[str, str] = {"text": "tab:blue", "audio": "tab:orange", "fused": "tab:green"}
 _OTHER_KIND_COLOR = "tab:gray"
@@ -137,7 +137,20 @@ def timeline_plot(
     lyrics_lines: Sequence[tuple[float, str]],
     segment_bounds: Sequence[tuple[float, float, str]],
 ) -> None:
-    """Write a PNG of the song: volume envelope over time, beat ticks, labelled lyric markers and
+    """Write :func:`timeline_figure` to ``path`` as a PNG."""
+    fig = timeline_figure(duration, envelope_times, envelope_values, beats, lyrics_lines, segment_bounds)
+    _save_png(fig, path)
+
+
+def timeline_figure(
+    duration: float,
+    envelope_times: Sequence[float] | np.ndarray,
+    envelope_values: Sequence[float] | np.ndarray,
+    beats: Sequence[float] | np.ndarray,
+    lyrics_lines: Sequence[tuple[float, str]],
+    segment_bounds: Sequence[tuple[float, float, str]],
+) -> None:
+    """The song as a figure: volume envelope over time, beat ticks, labelled lyric markers and
     segment spans shaded by kind (text / audio / fused; any other kind in gray)."""
     times = np.asarray(envelope_times, dtype=np.float64)
     values = np.asarray(envelope_values, dtype=np.float64)
@@ -169,14 +182,22 @@ def timeline_plot(
         ax.vlines(beats, 0, 0.06, transform=ax.get_xaxis_transform(), color="crimson", lw=0.8, label="beats")
 
     # 4. Lyric markers with labels, staggered over three heights so neighbours overlap less.
+    labels = []
     for k, (t, text) in enumerate(lyrics_lines):
         ax.axvline(t, color="purple", lw=0.9, ls="--", label="lyrics" if k == 0 else None)
-        ax.text(t, 0.97 - 0.09 * (k % 3), " " + shorten(text, width=28, max_lines=1), transform=ax.get_xaxis_transform(),
-                fontsize=7, color="purple", va="top", ha="left", clip_on=True)  # fmt: skip
+        labels.append(ax.text(t, 0.97 - 0.09 * (k % 3), " " + shorten(text, width=28, max_lines=1) + " ",
+                              transform=ax.get_xaxis_transform(), fontsize=7, color="purple", va="top",
+                              ha="left", clip_on=True))  # fmt: skip
 
     ax.set_xlim(0, duration)
+    # A label that would run past the right edge (the last lines of the song) ends at its marker instead.
+    renderer = fig.canvas.get_renderer()
+    right = ax.get_window_extent(renderer).x1
+    for label in labels:
+        if label.get_window_extent(renderer).x1 > right:
+            label.set_horizontalalignment("right")
     ax.set_ylim(0, peak * 1.45)  # headroom for the lyric labels
     ax.set_xlabel("time (s)")
     ax.set_ylabel("volume")
     ax.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), ncol=6, fontsize=7, frameon=False)
-    _save_png(fig, path)
+    return fig

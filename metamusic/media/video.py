@@ -30,7 +30,13 @@ import numpy as np
 
 from metamusic.errors import InputError, MetaMusicError
 from metamusic.files import replace_durably
-from metamusic.media.ffmpeg import exit_description, ffmpeg_exe, last_error_line, popen_ffmpeg, run_ffmpeg
+from metamusic.media.ffmpeg import (
+    exit_description,
+    ffmpeg_exe,
+    last_error_line,
+    popen_ffmpeg,
+    run_ffmpeg,
+)
 
 __all__ = [
     "ConcatResult",

@@ -30,6 +30,8 @@ __all__ = [
     "CLIP_STD",
     "OPENAI_SHA256",
     "ClipArchitecture",
+    "clip_download_hint",
+    "token_count",
     "Perceptor",
     "available_models",
     "build_clip",
@@ -75,6 +77,15 @@ def _canonical_name(name: str) -> str | None:
 def _download_hint(official: str | None) -> str:
     target = _DOWNLOAD_TARGETS.get(official or "ViT-B/32")
     return f"download it with: bash download_models.sh {target}"
+
+
+def clip_download_hint(name_or_path: str | Path) -> str:
+    """How to obtain the CLIP model asked for: ``ViT-B/16`` -> ``bash download_models.sh clip_vit_b16``."""
+    official = _canonical_name(str(name_or_path))
+    if official is None:
+        return (f"download an OpenAI CLIP with: bash download_models.sh {_DOWNLOAD_TARGETS['ViT-B/32']} "
+                "(then -m ViT-B/32), or pass an existing CLIP file with -m")
+    return _download_hint(official)
 
 
 def resolve_clip_path(name_or_path: str | Path, checkpoints_dir: str | Path = "checkpoints") -> Path:
@@ -337,6 +348,11 @@ def _bpe_tokenizer():
     from open_clip.tokenizer import SimpleTokenizer
 
     return SimpleTokenizer()
+
+
+def token_count(text: str) -> int:
+    """Length of ``text`` in CLIP's BPE tokens, start and end tokens included (CLIP reads 77)."""
+    return len(_bpe_tokenizer().encode(text)) + 2
 
 
 @dataclass

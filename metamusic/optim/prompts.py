@@ -21,6 +21,7 @@ from metamusic.ops import replace_grad, spherical_distance
 __all__ = [
     "Target",
     "blend_targets",
+    "compose_prompt",
     "image_prompt_size",
     "noise_targets",
     "parse_prompt",
@@ -172,3 +173,13 @@ def noise_targets(
         embed = torch.randn(1, dim, generator=gen)  # (1, D)
         targets.append(Target(embed.to(device), float(weight)))
     return targets
+
+
+def compose_prompt(text: str, prefix: str | None = None, theme: str | None = None) -> str:
+    """A lyric's CLIP prompt: ``"<prefix> <lyric>, <theme>"`` (--prompt_prefix, --theme)."""
+    text = text.strip()
+    if prefix and prefix.strip():
+        text = f"{prefix.strip()} {text}"
+    if theme and theme.strip():
+        text = f"{text.rstrip(' ,.')}, {theme.strip()}"
+    return text

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import errno
 import json
-import dataclasses
 import logging
 import signal
 import threading
@@ -39,7 +39,14 @@ from metamusic.render.inputs import (
     estimate_disk_bytes,
     output_paths,
 )
-from metamusic.render.plan import Plan, Task, keep_state_after, make_plan, select_tasks, song_timeline
+from metamusic.render.plan import (
+    Plan,
+    Task,
+    keep_state_after,
+    make_plan,
+    select_tasks,
+    song_timeline,
+)
 from metamusic.render.prepare import (
     Models,
     compose_prompt,
@@ -50,6 +57,7 @@ from metamusic.render.prepare import (
 )
 from metamusic.render.tasks import Job, TaskOutput, load_inputs
 from metamusic.runfolder import RunFolder, open_run, resolve_seed, resume_hint, run_info
+from metamusic.validate import validate
 
 __all__ = [
     "Inputs",
@@ -140,6 +148,7 @@ def resolve_config(config: Config, *, resume: bool = True) -> Config:
 
 
 def _generate(config: Config, *, force: bool, from_segment: int | None, executor: Executor | None) -> Path:
+    validate(config)  # every flag, before any file is read, model loaded or folder written
     if config.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     inputs = check_inputs(config)  # 1

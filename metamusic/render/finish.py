@@ -95,7 +95,7 @@ def finish(config: Config, inputs: Inputs, run: RunFolder, plan: Plan) -> Path:
     if config.output.output_video_fps > 9:
         _motion_interpolate(inputs.output, config.output.output_video_fps, duration, config.output.crf)
     if config.output.captions in ("srt", "both") and inputs.lyrics is not None:
-        _soft_captions(inputs)
+        _soft_captions(inputs, burned=config.output.captions == "both")
     if Path(config.output.output).suffix.lower() == ".png":
         image = panel_image(run, plan, segments[-1].index)
         if image is not None:
@@ -131,17 +131,21 @@ def _burn_captions(config: Config, inputs: Inputs) -> None:
         silent.unlink(missing_ok=True)
 
 
-def _soft_captions(inputs: Inputs) -> None:
-    """Write ``X.srt`` beside ``X.mp4`` and embed it as a soft subtitle track."""
+def _soft_captions(inputs: Inputs, burned: bool = False) -> None:
+    """Write ``X.srt`` and ``X.vtt`` beside ``X.mp4`` and embed the SRT as a soft subtitle track
+    (not shown by default when the captions are also ``burned`` into the frames)."""
     from metamusic.media.captions import (
         add_soft_subtitles,
         caption_intervals,
         write_srt,
+        write_vtt,
     )
 
+    cues = caption_intervals(inputs.lyrics, inputs.duration)
     srt = inputs.output.with_suffix(".srt")
-    write_srt(caption_intervals(inputs.lyrics, inputs.duration), srt)
-    add_soft_subtitles(inputs.output, srt, inputs.output)
+    write_srt(cues, srt)
+    write_vtt(cues, inputs.output.with_suffix(".vtt"))
+    add_soft_subtitles(inputs.output, srt, inputs.output, default=not burned)
 
 
 def _motion_interpolate(video: Path, fps: float, duration: float, crf: int) -> None:

@@ -79,6 +79,12 @@ def check_inputs(config: Config) -> Inputs:
             raise InputError(f"{music.audio}: the song is shorter than one frame ({duration:.3f} s)")
     if music.lyrics:
         lyrics = clip_to_duration(read_lyrics(music.lyrics, music.lyrics_format), duration)
+        from metamusic.models.clip import token_count
+        from metamusic.optim.prompts import compose_prompt
+        from metamusic.song.lyrics import warn_long_lines
+
+        warn_long_lines(lyrics, token_count, compose=lambda t: compose_prompt(t, config.prompts.prompt_prefix,
+                                                                             config.prompts.theme))
 
     # Models: the files exist and are not HTML pages; the VQGAN config gives the size factor.
     from metamusic.models.vqgan_loader import download_hint
@@ -90,14 +96,18 @@ def check_inputs(config: Config) -> Inputs:
     needs_audio_model = audio is not None
     if needs_audio_model:
         check_model_file(config.models.wav2clip_checkpoint, "Wav2CLIP checkpoint", f"{hint} wav2clip")
-    from metamusic.models.clip import available_models, resolve_clip_path
+    from metamusic.models.clip import (
+        available_models,
+        clip_download_hint,
+        resolve_clip_path,
+    )
 
     clip_name = config.models.clip_model
     clip_path = resolve_clip_path(clip_name, config.models.checkpoints_dir)
     if clip_path == Path(clip_name).expanduser() and not clip_path.exists():  # not an OpenAI name, not a file
         raise InputError(f"-m {clip_name}: unknown CLIP model: not one of {', '.join(available_models())} "
                          "and no such model file")
-    check_model_file(clip_path, "CLIP model", f"{hint} clip_vit_b32")
+    check_model_file(clip_path, "CLIP model", clip_download_hint(clip_name))
 
     # Size: a multiple of the VQGAN's downsampling factor.
     factor = vq.factor

@@ -18,7 +18,7 @@ from metamusic.errors import InputError
 from metamusic.models.clip import Perceptor as CLIPPerceptor
 from metamusic.models.vqgan import VQGAN
 from metamusic.models.wav2clip import Wav2CLIP
-from metamusic.optim.prompts import Target
+from metamusic.optim.prompts import Target, compose_prompt
 from metamusic.optim.stepper import StepConfig
 from metamusic.render.inputs import Inputs
 from metamusic.song.audio import Audio
@@ -94,16 +94,6 @@ def encode_targets(config: Config, inputs: Inputs, segments: Sequence[Segment], 
                 targets.append(Target(emb, seg.audio_weight))
             per_segment.append(targets)
     return per_segment
-
-
-def compose_prompt(text: str, prefix: str | None = None, theme: str | None = None) -> str:
-    """A lyric's CLIP prompt: ``"<prefix> <lyric>, <theme>"`` (--prompt_prefix, --theme)."""
-    text = text.strip()
-    if prefix and prefix.strip():
-        text = f"{prefix.strip()} {text}"
-    if theme and theme.strip():
-        text = f"{text.rstrip(' ,.')}, {theme.strip()}"
-    return text
 
 
 def _unit(x: torch.Tensor) -> torch.Tensor:

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import difflib
 import functools
-from collections import Counter
 import re
 import unicodedata
+from collections import Counter
 from dataclasses import dataclass
 from typing import Sequence
 

@@ -511,6 +511,23 @@ def clip_to_duration(lyrics: Lyrics, duration: float) -> Lyrics:
     return replace(lyrics, lines=tuple(kept))
 
 
+def warn_long_lines(lyrics: Lyrics, count_tokens, limit: int = 77, compose=lambda text: text) -> list[int]:
+    """Log one warning per lyric whose prompt ``compose(text)`` is over ``limit`` tokens (CLIP
+    ignores the rest), naming its file and line; return those line numbers.
+
+    ``count_tokens`` maps a prompt to its token count (``metamusic.models.clip.token_count``).
+    """
+    long_lines = []
+    source = lyrics.path or "lyrics"
+    for ln in lyrics.lines:
+        n = count_tokens(compose(ln.text))
+        if n > limit:
+            long_lines.append(ln.line)
+            log.warning("%s:%d: this lyric's prompt is %d tokens long; CLIP reads only the first %d, the rest "
+                        "is ignored (shorten the line, --theme or --prompt_prefix)", source, ln.line, n, limit)
+    return long_lines
+
+
 def active_line_at(lyrics: Lyrics, t: float) -> int | None:
     """Index of the lyric line shown at time ``t``: the last one started, unless its end passed."""
     starts = [ln.start for ln in lyrics.lines]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +73,17 @@ def test_soft_captions_srt_parses_back_and_mp4_has_a_subtitle_stream(captioned):
     assert [round(c[0], 3) for c in cues] == [line.start for line in lines]
     assert cues[-1][1] == pytest.approx(SONG_SECONDS, abs=1e-3)
     assert probe(out).has_subtitles
+    vtt = out.with_suffix(".vtt").read_text(encoding="utf-8")
+    assert vtt.startswith("WEBVTT") and vtt.count(" --> ") == len(cues)
+
+
+def test_soft_track_is_not_default_when_captions_are_also_burned(captioned):
+    from metamusic.media.video import ffmpeg_exe
+
+    out, _ = captioned
+    info = subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", str(out)], capture_output=True, text=True).stderr
+    line = next(ln for ln in info.splitlines() if "Subtitle:" in ln)
+    assert "(default)" not in line  # burned in already: players must not draw them twice
 
 
 def test_storyboard_sheet_has_one_panel_per_segment_and_timeline_exists(captioned):

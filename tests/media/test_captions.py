@@ -23,6 +23,7 @@ from metamusic.media.captions import (
     render_caption,
     wrap_caption,
     write_srt,
+    write_vtt,
 )
 from metamusic.song.lyrics import parse_lyrics
 
@@ -254,3 +255,35 @@ def test_add_soft_subtitles_rejects_bad_input(tiny_mp4, tmp_path):
         add_soft_subtitles(tiny_mp4, srt, tmp_path / "o.mkv")
     with pytest.raises(InputError, match="language"):
         add_soft_subtitles(tiny_mp4, srt, tmp_path / "o.mp4", language="english")
+
+
+def test_vtt_has_header_dot_times_and_escaped_text(tmp_path):
+    path = tmp_path / "c.vtt"
+    write_vtt([(0.0, 1.5, "rock & roll"), (1.5, 2.0, "  "), (61.25, 3723.5, "a <b> c\nsecond line")], path)
+    text = path.read_text(encoding="utf-8")
+    assert text.startswith("WEBVTT\n\n")
+    blocks = text.split("\n\n")
+    assert blocks[1] == "00:00:00.000 --> 00:00:01.500\nrock &amp; roll"
+    assert blocks[2] == "00:01:01.250 --> 01:02:03.500\na &lt;b&gt; c\nsecond line\n"
+    assert len(blocks) == 3  # the empty cue is skipped
+    with pytest.raises(ValueError):
+        write_vtt([(2.0, 1.0, "backwards")], tmp_path / "bad.vtt")
+    assert not (tmp_path / "bad.vtt").exists()
+
+
+def _subtitle_stream_line(video) -> str:
+    return next(ln for ln in _ffmpeg_info(video).splitlines() if "Subtitle:" in ln)
+
+
+def test_soft_subtitles_are_default_unless_captions_are_burned_too(tiny_mp4, tmp_path):
+    srt = tmp_path / "c.srt"
+    write_srt([(0.0, 0.5, "hello")], srt)
+    add_soft_subtitles(tiny_mp4, srt, tmp_path / "shown.mp4")
+    add_soft_subtitles(tiny_mp4, srt, tmp_path / "burned.mp4", default=False)
+    assert "(default)" in _subtitle_stream_line(tmp_path / "shown.mp4")
+    assert "(default)" not in _subtitle_stream_line(tmp_path / "burned.mp4")
+    info = _ffmpeg_info(tmp_path / "burned.mp4")
+    assert all("(default)" in ln for ln in info.splitlines() if "Video:" in ln or "Audio:" in ln)
+    back = subprocess.run([_ffmpeg(), "-v", "error", "-i", str(tmp_path / "burned.mp4"), "-map", "0:s", "-f", "srt",
+                           "-"], capture_output=True, text=True, check=True).stdout  # fmt: skip
+    assert [t for _, _, t in parse_srt(back)] == ["hello"]  # still there, just not shown by default

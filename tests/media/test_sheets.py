@@ -82,3 +82,21 @@ def test_timeline_plot_written(tmp_path):
 def test_timeline_plot_rejects_mismatched_envelope(tmp_path):
     with pytest.raises(ValueError):
         timeline_plot(tmp_path / "t.png", 5.0, [0, 1, 2], [0, 1], [], [], [])
+
+
+def test_timeline_last_lyric_label_is_not_cut_off():
+    from metamusic.media.sheets import timeline_figure
+
+    t = np.linspace(0, 30, 300)
+    lines = [(2.0, "first light on the water"), (15.0, "the middle of the song"),
+             (28.5, "and the very last line goes here")]
+    fig = timeline_figure(30.0, t, np.abs(np.sin(t)), [], lines, [(0, 30, "text")])
+    renderer = fig.canvas.get_renderer()
+    ax = fig.axes[0]
+    box = ax.get_window_extent(renderer)
+    labels = [txt for txt in ax.texts if txt.get_text().strip()]
+    assert len(labels) == 3
+    for label in labels:
+        extent = label.get_window_extent(renderer)
+        assert box.x0 - 0.5 <= extent.x0 and extent.x1 <= box.x1 + 0.5, (label.get_text(), extent, box)
+    assert labels[0].get_horizontalalignment() == "left"  # room to the right: starts at its marker
