@@ -142,6 +142,11 @@ def timeline_plot(
     _save_png(fig, path)
 
 
+ROW_SECONDS = 30.0  # timeline.png wraps into rows of at most this many seconds
+_ROW_WIDTH_IN = 14.0  # every row has the same time scale: about 2 s per inch
+_ROW_HEIGHT_IN = 2.3
+
+
 def timeline_figure(
     duration: float,
     envelope_times: Sequence[float] | np.ndarray,
@@ -149,55 +154,80 @@ def timeline_figure(
     beats: Sequence[float] | np.ndarray,
     lyrics_lines: Sequence[tuple[float, str]],
     segment_bounds: Sequence[tuple[float, float, str]],
-) -> None:
+):
     """The song as a figure: volume envelope over time, beat ticks, labelled lyric markers and
-    segment spans shaded by kind (text / audio / fused; any other kind in gray)."""
+    segment spans shaded by kind (text / audio / fused; any other kind in gray).
+
+    The song wraps into rows of at most ROW_SECONDS on one time scale, so the labels of a long
+    song stay readable at 100% zoom; the figure stays within the sheets' pixel limit.
+    """
     times = np.asarray(envelope_times, dtype=np.float64)
     values = np.asarray(envelope_values, dtype=np.float64)
     if times.shape != values.shape or times.ndim != 1:
         raise ValueError(f"envelope times and values must be 1-D of equal length, got {times.shape} and {values.shape}")
     if not (math.isfinite(duration) and duration > 0):
         raise ValueError(f"song duration must be a positive number of seconds, got {duration!r}")
-    width_in = min(60.0, max(10.0, duration / 6))  # ~6 s per inch for long songs
-    fig = _new_figure(width_in, 4.0, min(_DPI, _MAX_PX / width_in))
-    ax = fig.add_axes((0.6 / width_in, 0.12, 1 - 0.8 / width_in, 0.8))
+    rows = max(1, math.ceil(duration / ROW_SECONDS - 1e-9))
+    span = min(ROW_SECONDS, duration)
+    width_in, height_in = _ROW_WIDTH_IN, 0.5 + rows * _ROW_HEIGHT_IN
+    fig = _new_figure(width_in, height_in, min(_DPI, _MAX_PX / max(width_in, height_in)))
+    peak = float(values.max()) if values.size and values.max() > 0 else 1.0
+    for r in range(rows):
+        bottom = (height_in - 0.35 - (r + 1) * _ROW_HEIGHT_IN + 0.45) / height_in
+        ax = fig.add_axes((0.6 / width_in, bottom, 1 - 0.8 / width_in, (_ROW_HEIGHT_IN - 0.6) / height_in))
+        t0 = r * ROW_SECONDS
+        _timeline_row(ax, t0, t0 + span, peak, times, values, beats, lyrics_lines, segment_bounds)
+        if r == rows - 1:
+            ax.set_xlabel("time (s)")
+        if r == 0:
+            ax.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), ncol=6, fontsize=7, frameon=False)
+    _keep_labels_inside(fig)
+    return fig
 
+
+def _timeline_row(ax, t0: float, t1: float, peak: float, times: np.ndarray, values: np.ndarray,
+                  beats: Sequence[float] | np.ndarray, lyrics_lines: Sequence[tuple[float, str]],
+                  segment_bounds: Sequence[tuple[float, float, str]]) -> None:
+    """One row of the timeline: what happens between t0 and t1 seconds."""
     # 1. Segments, shaded by kind, under everything else.
     seen: set[str] = set()
     for k, (start, end, kind) in enumerate(segment_bounds):
+        if end < t0 or start > t1:
+            continue
         color = KIND_COLORS.get(kind, _OTHER_KIND_COLOR)
         ax.axvspan(start, end, color=color, alpha=0.18 if k % 2 == 0 else 0.28, lw=0,
                    label=None if kind in seen else f"segment: {kind}")  # fmt: skip
         ax.axvline(start, color=color, lw=0.4, alpha=0.6)
         seen.add(kind)
-
     # 2. The volume envelope.
-    peak = float(values.max()) if values.size and values.max() > 0 else 1.0
-    ax.fill_between(times, 0, values, color="0.35", alpha=0.5, lw=0)
-    ax.plot(times, values, color="0.15", lw=0.8, label="volume")
-
+    inside = (times >= t0 - 1) & (times <= t1 + 1)
+    ax.fill_between(times[inside], 0, values[inside], color="0.35", alpha=0.5, lw=0)
+    ax.plot(times[inside], values[inside], color="0.15", lw=0.8, label="volume")
     # 3. Beat ticks along the bottom edge (x in data units, y in axes fraction).
     beats = np.asarray(beats, dtype=np.float64)
+    beats = beats[(beats >= t0) & (beats <= t1)]
     if beats.size:
         ax.vlines(beats, 0, 0.06, transform=ax.get_xaxis_transform(), color="crimson", lw=0.8, label="beats")
-
     # 4. Lyric markers with labels, staggered over three heights so neighbours overlap less.
-    labels = []
+    first = True
     for k, (t, text) in enumerate(lyrics_lines):
-        ax.axvline(t, color="purple", lw=0.9, ls="--", label="lyrics" if k == 0 else None)
-        labels.append(ax.text(t, 0.97 - 0.09 * (k % 3), " " + shorten(text, width=28, max_lines=1) + " ",
-                              transform=ax.get_xaxis_transform(), fontsize=7, color="purple", va="top",
-                              ha="left", clip_on=True))  # fmt: skip
-
-    ax.set_xlim(0, duration)
-    # A label that would run past the right edge (the last lines of the song) ends at its marker instead.
-    renderer = fig.canvas.get_renderer()
-    right = ax.get_window_extent(renderer).x1
-    for label in labels:
-        if label.get_window_extent(renderer).x1 > right:
-            label.set_horizontalalignment("right")
+        if not t0 <= t < t1:
+            continue
+        ax.axvline(t, color="purple", lw=0.9, ls="--", label="lyrics" if first else None)
+        first = False
+        ax.text(t, 0.97 - 0.09 * (k % 3), " " + shorten(text, width=28, max_lines=1) + " ",
+                transform=ax.get_xaxis_transform(), fontsize=7, color="purple", va="top", ha="left",
+                clip_on=True)  # fmt: skip
+    ax.set_xlim(t0, t1)
     ax.set_ylim(0, peak * 1.45)  # headroom for the lyric labels
-    ax.set_xlabel("time (s)")
     ax.set_ylabel("volume")
-    ax.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), ncol=6, fontsize=7, frameon=False)
-    return fig
+
+
+def _keep_labels_inside(fig) -> None:
+    """A label that would run past its row's right edge (a row's last lines) ends at its marker instead."""
+    renderer = fig.canvas.get_renderer()
+    for ax in fig.axes:
+        right = ax.get_window_extent(renderer).x1
+        for label in ax.texts:
+            if label.get_window_extent(renderer).x1 > right:
+                label.set_horizontalalignment("right")

@@ -100,3 +100,28 @@ def test_timeline_last_lyric_label_is_not_cut_off():
         extent = label.get_window_extent(renderer)
         assert box.x0 - 0.5 <= extent.x0 and extent.x1 <= box.x1 + 0.5, (label.get_text(), extent, box)
     assert labels[0].get_horizontalalignment() == "left"  # room to the right: starts at its marker
+
+
+def test_long_song_sheets_stay_readable_and_within_pixel_limits(tmp_path):
+    """A 240 s song with 479 segments: timeline rows of at most 30 s, storyboard pages of 48 panels."""
+    from metamusic.media.sheets import ROW_SECONDS, timeline_figure
+
+    duration = 240.0
+    t = np.linspace(0, duration, 4000)
+    bounds = [(i * 0.5, (i + 1) * 0.5, "audio") for i in range(479)] + [(239.5, 240.0, "text")]
+    lines = [(5.0 + 10 * k, f"line {k} of the song") for k in range(23)]
+    fig = timeline_figure(duration, t, np.abs(np.sin(t)), np.arange(0.5, 240, 0.5), lines, bounds)
+    assert len(fig.axes) == 8
+    for ax in fig.axes:
+        lo, hi = ax.get_xlim()
+        assert hi - lo <= ROW_SECONDS
+    path = tmp_path / "timeline.png"
+    timeline_plot(path, duration, t, np.abs(np.sin(t)), np.arange(0.5, 240, 0.5), lines, bounds)
+    with Image.open(path) as img:
+        assert img.size[0] <= 2000 and img.size[1] <= 2500
+        # readable: at least ~40 pixels per second of song along a row
+        assert img.size[0] / ROW_SECONDS >= 40
+    frames = [(np.full((64, 64, 3), k % 255, np.uint8), f"segment {k}") for k in range(48)]
+    assert contact_sheet(frames, tmp_path / "page.png") == 48
+    with Image.open(tmp_path / "page.png") as img:
+        assert img.size[0] <= 2000 and img.size[1] <= 3000

@@ -502,3 +502,34 @@ def test_storyboard_times_cannot_be_edited(tmp_path):
     run.storyboard_path.write_text(yaml.safe_dump(board))
     with pytest.raises(InputError, match=r"storyboard\.yaml: segment 1 .*cannot be edited"):
         _checked_storyboard(run, planned)
+
+
+def test_bookkeeping_per_task_does_not_grow_with_the_song(tmp_path, monkeypatch):
+    """Recording task 300 writes as many bytes as recording task 1: nothing that grows is rewritten."""
+    from metamusic import files, runfolder
+    from metamusic.runfolder import RunFolder
+    from metamusic.song.timeline import Segment
+
+    written: list[int] = []
+    real = files.replace_durably
+
+    def spy(tmp, path):
+        written.append(Path(tmp).stat().st_size)
+        real(tmp, path)
+
+    monkeypatch.setattr(files, "replace_durably", spy)
+    monkeypatch.setattr(runfolder, "replace_durably", spy)
+    run = RunFolder(tmp_path / "r.run")
+    run.create()
+    per_task = []
+    for i in range(300):
+        video = run.scratch / f"segment_{i:05d}.mp4"
+        video.write_bytes(b"v" * 100)
+        seg = Segment(i, i * 0.5, i * 0.5 + 0.5, 2, "audio", None, None, 0.0, 1.0, i * 0.5, i * 0.5 + 0.5)
+        written.clear()
+        run.record_task(f"segment_{i:05d}", files={f"segments/segment_{i:05d}.mp4": video},
+                        states={f"state/after_{i:05d}.pt": {"z": torch.zeros(8), "optimiser": None,
+                                                             "last_image": torch.zeros(3, dtype=torch.uint8)}},
+                        stats={"steps": 2, "frames": 5, "seconds": 0.5}, segments=[seg])
+        per_task.append(sum(written))
+    assert max(per_task[1:]) - min(per_task[1:]) <= 64, (per_task[:3], per_task[-3:])
