@@ -24,24 +24,26 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-import torch  # noqa: E402
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from metamusic.config import Config  # noqa: E402
-from metamusic.optim.init import random_latent  # noqa: E402
-from metamusic.optim.prompts import Target  # noqa: E402
-from metamusic.optim.stepper import StepConfig  # noqa: E402
-from metamusic.render.plan import Plan, plan_tasks  # noqa: E402
-from metamusic.render.prepare import Models  # noqa: E402
-from metamusic.render.ray_executor import RayExecutor  # noqa: E402
-from metamusic.render.tasks import Job  # noqa: E402
-from metamusic.song.timeline import Segment  # noqa: E402
+from metamusic.config import Config
+from metamusic.optim.init import random_latent
+from metamusic.optim.prompts import Target
+from metamusic.optim.stepper import StepConfig
+from metamusic.render.plan import Plan, plan_tasks
+from metamusic.render.prepare import Models
+from metamusic.render.ray_executor import RayExecutor
+from metamusic.render.tasks import Job
+from metamusic.song.timeline import Segment
 
 
 def build_models(device: torch.device) -> Models:
-    from step import real_models  # bench/step.py, on the worker's path via sys.path below
+    from step import (
+        real_models,  # bench/step.py, on the worker's path via sys.path below
+    )
 
     vqgan, perceptor = real_models(device)
     return Models(vqgan, perceptor, None)

@@ -22,9 +22,10 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import yaml
 
@@ -77,8 +78,11 @@ def row_to_song(index: int, row: dict[str, Any]) -> Song:
     script = str(row.pop("script", "") or "generate").strip()
     audio, output = row.get("audio"), row.get("output")
     argv: list[str] = []
+    flags = _flag_names()
     for key, value in row.items():
-        flag = {"audio": "--audio_prompt"}.get(key, f"--{key}")
+        flag = flags.get(key)
+        if flag is None:
+            return Song(name, script, [], str(output or ""), error=f"{name}: unknown column {key!r} (not a flag)")
         if value is None or (isinstance(value, str) and not value.strip()) or value is False:
             continue
         if isinstance(value, str) and value.strip().lower() in ("false", "no"):
@@ -97,6 +101,16 @@ def row_to_song(index: int, row: dict[str, Any]) -> Song:
     elif not audio or not output:
         song.error = f"{name}: needs both 'audio' and 'output'"
     return song
+
+
+def _flag_names() -> dict[str, str]:
+    """Manifest column -> flag: every name of a generate.py flag without its dashes (``gid``,
+    ``gpu_id``), and ``audio``."""
+    from metamusic.cli import FLAGS
+
+    names = {name.lstrip("-"): flag.names[-1] for flag in FLAGS for name in flag.names}
+    names["audio"] = "--audio_prompt"
+    return names
 
 
 def is_finished(song: Song) -> bool:
@@ -139,8 +153,10 @@ def render_all(songs: list[Song], *, ray: str | None, cpus_per_task: int, slots:
             song, proc, t0 = running.pop(0)
             _, err = proc.communicate()
             song.seconds = time.perf_counter() - t0
-            errors = [line for line in err.splitlines() if line.startswith("error: ")]
-            song.status = "done" if proc.returncode == 0 else (errors[-1] if errors else f"failed (exit {proc.returncode})")
+            lines = [line for line in err.splitlines() if line.strip()]
+            errors = [line for line in lines if line.startswith("error: ") or ": error: " in line]
+            why = errors[-1] if errors else (lines[-1] if lines else "")
+            song.status = "done" if proc.returncode == 0 else f"failed (exit {proc.returncode}): {why}".rstrip(": ")
     finally:
         for _, proc, _ in running:
             if proc.poll() is None:
@@ -148,15 +164,19 @@ def render_all(songs: list[Song], *, ray: str | None, cpus_per_task: int, slots:
                 proc.wait()
 
 
-def cluster_slots(address: str, cpus_per_task: int) -> int:
-    """Songs that can render at once on the cluster: its GPUs, else its CPU slots."""
+def join_cluster(address: str, cpus_per_task: int) -> tuple[int, str]:
+    """Songs that can render at once on the cluster (its GPUs, else its CPU slots) and the address
+    the songs join (``local`` starts one private cluster here, shared by every song)."""
     from metamusic.render.ray_executor import connect
 
     ray = connect(address)
     resources = ray.cluster_resources()
-    ray.shutdown()
+    if address == "local":
+        address = ray.get_runtime_context().gcs_address
+    else:
+        ray.shutdown()
     gpus = int(resources.get("GPU", 0))
-    return gpus if gpus else max(1, int(resources.get("CPU", 1)) // cpus_per_task)
+    return (gpus if gpus else max(1, int(resources.get("CPU", 1)) // cpus_per_task)), address
 
 
 def summary_table(songs: Sequence[Song]) -> str:
@@ -178,8 +198,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
         rows = read_manifest(args.manifest)
         songs = [row_to_song(i, row) for i, row in enumerate(rows)]
-        slots = cluster_slots(args.ray, args.ray_cpus_per_task) if args.ray else 1
-        render_all(songs, ray=args.ray, cpus_per_task=args.ray_cpus_per_task, slots=slots)
+        slots, address = join_cluster(args.ray, args.ray_cpus_per_task) if args.ray else (1, None)
+        render_all(songs, ray=address, cpus_per_task=args.ray_cpus_per_task, slots=slots)
         print(summary_table(songs))
         return 0 if all(s.status.startswith("done") for s in songs) else 1
 

@@ -14,11 +14,16 @@ def test_csv_rows_become_flags_and_bad_rows_say_why(tmp_path):
                         "a.wav,a.lrc,out/a.mp4,oil painting,true,64 64\n"
                         "b.wav,,out/b.mp4,,false,\n"
                         ",,out/c.mp4,,,\n", encoding="utf-8")
+    (tmp_path / "odd.csv").write_text("audio,output,gid,colour\na.wav,a.mp4,cpu,red\n", encoding="utf-8")
     songs = [row_to_song(i, row) for i, row in enumerate(read_manifest(manifest))]
     assert songs[0].argv == ["--audio_prompt", "a.wav", "--lyrics", "a.lrc", "--output", "out/a.mp4",
                              "--theme", "oil painting", "--keyframes", "--size", "64", "64"]
     assert songs[1].argv == ["--audio_prompt", "b.wav", "--output", "out/b.mp4"] and songs[1].error is None
     assert songs[2].error == "row 3: needs both 'audio' and 'output'"
+    odd = row_to_song(0, read_manifest(tmp_path / "odd.csv")[0])
+    assert odd.error == "row 1: unknown column 'colour' (not a flag)"
+    odd = row_to_song(0, {"audio": "a.wav", "output": "a.mp4", "gid": "cpu"})
+    assert odd.argv[-2:] == ["--gpu_id", "cpu"]
     songs[0].status = "done"
     assert summary_table(songs).splitlines()[0].split() == ["song", "status", "seconds", "output"]
 

@@ -138,7 +138,7 @@ def test_manifest_renders_good_songs_like_single_runs_and_reports_the_bad_one(cl
     table = proc.stdout.splitlines()
     assert table[0].split() == ["song", "status", "seconds", "output"]
     assert len(table) == 4 and "done" in table[1] and "done" in table[3]
-    assert f"error: {bad}:" in table[2], table[2]
+    assert f"failed (exit 2): error: {bad}:" in table[2], table[2]
     assert frame_hashes(tmp_path / "out" / "one.mp4") == reference
     assert frame_hashes(tmp_path / "out" / "two.mp4") == frame_hashes(other)
 
