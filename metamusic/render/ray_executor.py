@@ -52,7 +52,7 @@ def _model_paths_absolute(job: Job) -> Job:
         models, vqgan_config=absolute(models.vqgan_config), vqgan_checkpoint=absolute(models.vqgan_checkpoint),
         clip_model=absolute(models.clip_model), checkpoints_dir=absolute(models.checkpoints_dir))
     config = dataclasses.replace(job.config, models=models)
-    targets = [[dataclasses.replace(t, embed=t.embed.detach().cpu()) for t in seg] for seg in job.targets]
+    targets = [[t if t.embed.device.type == "cpu" else t.to("cpu") for t in seg] for seg in job.targets]
     return dataclasses.replace(job, config=config, targets=targets, z0=job.z0.detach().cpu())
 
 
