@@ -88,6 +88,8 @@ class TaskWorker:
         if config.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
         dev = torch.device(device)
+        if dev.type != "cpu":  # the job travels with CPU tensors; tasks expect targets on their device
+            job = dataclasses.replace(job, targets=[[t.to(dev) for t in seg] for seg in job.targets])
         if build_models is not None:  # bench/scale.py: real-size models with random weights
             models = build_models(dev)
         else:
