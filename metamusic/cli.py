@@ -165,6 +165,14 @@ FLAGS: tuple[Flag, ...] = (
         _f("--from_segment", None, "re-render from segment K on (after editing storyboard.yaml)", type=int),
     ),
     *_group(
+        "many GPUs and machines (Ray; not part of the configuration: a resume may use other workers)",
+        _f("--ray", None, "run the tasks on a Ray cluster: auto (the one Ray finds), local (a private one here), "
+           "host:port or ray://host:port"),
+        _f("--ray_cpus_per_task", None, "on CPU: CPUs (and torch threads) of each Ray worker", type=int),
+        _f("--ray_workers", None, "at most this many Ray workers for this render (default: every GPU or CPU slot)",
+           type=int),
+    ),
+    *_group(
         "models and device",
         _f("-conf --vqgan_config", "models.vqgan_config", "VQGAN yaml config"),
         _f("-ckpt --vqgan_checkpoint", "models.vqgan_checkpoint", "VQGAN checkpoint (.ckpt)"),
@@ -325,7 +333,14 @@ def _refuse_unsupported(args: argparse.Namespace) -> None:
 
 def _run_options(args: argparse.Namespace) -> dict[str, Any]:
     """Resume options of a render (not part of its configuration)."""
-    return {"force": getattr(args, "force", False), "from_segment": getattr(args, "from_segment", None)}
+    options: dict[str, Any] = {"force": getattr(args, "force", False),
+                               "from_segment": getattr(args, "from_segment", None)}
+    if getattr(args, "ray", None):
+        from metamusic.render.ray_executor import RayExecutor
+
+        options["executor"] = RayExecutor(args.ray, cpus_per_task=getattr(args, "ray_cpus_per_task", None) or 1,
+                                          max_workers=getattr(args, "ray_workers", None))
+    return options
 
 
 GENERATE_EXAMPLES = (

@@ -27,6 +27,12 @@ class Interrupted(MetaMusicError):
     exit_code = 130
 
 
+class Terminated(Interrupted):
+    """A render stopped by SIGTERM (a scheduler, a preemptible VM), saved like Ctrl-C. Exit status 143."""
+
+    exit_code = 143
+
+
 class DiskFull(MetaMusicError):
     """The disk (or a file-size limit) ran out mid-render; the message names the folder and the
     space the rest needs, and re-running the same command resumes. Exit status 1."""

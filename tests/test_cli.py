@@ -23,7 +23,7 @@ VALUES = {
 }
 NUMERIC = {"-ips", "-sf", "--text_weight", "--audio_weight", "-vl", "-cpe", "-i", "-iw", "-lr", "-cuts",
            "-cutp", "--fps", "-ofps", "--crf", "-se", "-sd", "--keyframe_steps", "--batch_keyframes",
-           "--caption_size", "--preview_steps", "--from_segment"}
+           "--caption_size", "--preview_steps", "--from_segment", "--ray_cpus_per_task", "--ray_workers"}
 REFUSED = {"-zvid", "-vsd"}  # accepted by the parser, refused with a clear message
 NEEDS_FILE = {"--config", "--resume"}
 
@@ -138,3 +138,19 @@ def test_evaluate_accepts_the_model_flags_of_generate():
     args = build_parser().parse_args(["v.mp4", "-ap", "s.wav", "-conf", "a.yaml", "-ckpt", "a.ckpt", "-m", "c.pt",
                                       "--wav2clip_checkpoint", "w.pt", "-gid", "cpu", "-o", "out"])
     assert args.clip_model == "c.pt" and args.wav2clip_checkpoint == "w.pt"
+
+
+def test_ray_flags_choose_the_executor_and_stay_out_of_the_config():
+    import sys
+
+    from metamusic.cli import _run_options
+    from metamusic.render.ray_executor import RayExecutor
+
+    had_ray = "ray" in sys.modules
+    config, args = parse_config(["--ray", "127.0.0.1:6379", "--ray_cpus_per_task", "2", "-gid", "cpu"], "g", "",
+                                Config())
+    executor = _run_options(args)["executor"]
+    assert isinstance(executor, RayExecutor) and executor.cpus_per_task == 2 and executor.address == "127.0.0.1:6379"
+    assert config.to_dict() == parse_config(["-gid", "cpu"], "g", "", Config())[0].to_dict()
+    assert "executor" not in _run_options(parse_config(["-gid", "cpu"], "g", "", Config())[1])
+    assert had_ray or "ray" not in sys.modules  # building the executor does not import Ray

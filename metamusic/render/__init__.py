@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterator
 import torch
 
 from metamusic.config import Config
-from metamusic.errors import DiskFull, InputError, Interrupted, MetaMusicError
+from metamusic.errors import DiskFull, InputError, Interrupted, MetaMusicError, Terminated
 from metamusic.render.executor import Executor, LocalExecutor
 from metamusic.render.inputs import (
     Inputs,
@@ -91,14 +91,16 @@ def generate(config: Config, *, resume: bool = True, force: bool = False, from_s
         try:
             return _generate(config, force=force, from_segment=from_segment, executor=executor)
         except KeyboardInterrupt:
-            raise Interrupted(resume_hint(config, run_dir)) from None
+            stop = Terminated if interrupted() == "SIGTERM" else Interrupted
+            raise stop(resume_hint(config, run_dir)) from None
         except OSError as exc:
             if exc.errno not in _DISK_FULL_ERRNOS:
                 raise
             raise _disk_full(config, run_dir) from None
         except MetaMusicError as exc:
             if interrupted():  # e.g. ffmpeg, hit by the same Ctrl-C, failed before Python noticed
-                raise Interrupted(resume_hint(config, run_dir)) from None
+                stop = Terminated if interrupted() == "SIGTERM" else Interrupted
+                raise stop(resume_hint(config, run_dir)) from None
             if any(text in str(exc) for text in _DISK_FULL_TEXTS):  # ffmpeg ran out of space
                 raise _disk_full(config, run_dir) from None
             raise
@@ -261,7 +263,10 @@ def _run_tasks(config: Config, inputs: Inputs, run: RunFolder, plan: Plan, pendi
     z0 = initial_latent(config, inputs, models, torch.Generator().manual_seed(plan.seed)).detach().cpu()
     job = Job(config, plan, targets, z0, step_config(config))
     progress = ConsoleProgress(config, plan, run, pending)
-    executor = executor or LocalExecutor(models, device, run.scratch, progress)
+    if executor is None:
+        executor = LocalExecutor(models, device, run.scratch, progress)
+    elif hasattr(executor, "attach"):  # e.g. RayExecutor: where returned files go, and the bars
+        executor.attach(run.scratch, progress)
     try:
         executor.run(job, pending, lambda task: load_inputs(run, plan, task), _recorder(config, run, plan))
     finally:
@@ -321,26 +326,31 @@ def _write_statistics(run: RunFolder, plan: Plan, info: dict[str, Any], pending:
 
 
 @contextlib.contextmanager
-def _sigint_watch() -> Iterator[Callable[[], bool]]:
-    """Note whether SIGINT arrived while rendering; Python still raises KeyboardInterrupt as usual.
+def _sigint_watch() -> Iterator[Callable[[], str | None]]:
+    """Note whether SIGINT or SIGTERM arrived while rendering; both raise KeyboardInterrupt.
 
-    Installed only for the duration of a render and only from the main thread (never at import).
+    SIGTERM (what schedulers and preemptible machines send) is handled like Ctrl-C: the task in
+    progress is abandoned, finished tasks stay, and the render ends with exit status 143.
+    Installed only for the duration of a render and only from the main thread (never at import);
+    a signal someone else already handles (or ignores) is left alone.
     """
-    seen = {"sigint": False}
+    seen: dict[str, str | None] = {"signal": None}
     if threading.current_thread() is not threading.main_thread():
-        yield lambda: False
+        yield lambda: None
         return
-    previous = signal.getsignal(signal.SIGINT)
-    if previous is not signal.default_int_handler:  # ignored, or someone else's handler: leave it alone
-        yield lambda: False
-        return
+    ours = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
+    previous = {signum: signal.getsignal(signum) for signum in ours}
 
     def handler(signum: int, frame: Any) -> None:
-        seen["sigint"] = True
+        seen["signal"] = signal.Signals(signum).name
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGINT, handler)
+    for signum, default in ours.items():
+        if previous[signum] is default:
+            signal.signal(signum, handler)
     try:
-        yield lambda: seen["sigint"]
+        yield lambda: seen["signal"]
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, default in ours.items():
+            if previous[signum] is default:
+                signal.signal(signum, previous[signum])

@@ -49,6 +49,12 @@ class ConsoleProgress:
             if self.config.output.save_png:
                 save_png(self.run.progress_png, result.image)
 
+    def steps_done(self, n: int) -> None:
+        """``n`` steps finished elsewhere (a Ray worker reports a task's steps when it ends)."""
+        if self.steps_bar is not None:
+            self.steps_bar.update(n)
+        self._advance("steps", n)
+
     def frames(self, task: Task, n: int) -> None:
         if self.frames_bar is not None:
             self.frames_bar.update(n)

@@ -80,3 +80,21 @@ def test_full_disk_is_one_line_and_the_same_command_resumes_identically(tiny_mod
     assert again.returncode == 0, again.stderr
     assert f"resuming {small_disk / 'v.run'}" in again.stderr
     assert frame_hashes(out) == frame_hashes(tmp_path / "ref" / "v.mp4")
+
+
+def test_sigterm_is_handled_like_ctrl_c_but_exits_143():
+    """Schedulers and preemptible VMs send SIGTERM: it interrupts the render as Ctrl-C does."""
+    import signal
+
+    from metamusic.errors import Interrupted, Terminated
+    from metamusic.render import _sigint_watch
+
+    before = signal.getsignal(signal.SIGTERM)
+    with _sigint_watch() as interrupted:
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(1000):  # the handler runs between bytecodes
+                pass
+        assert interrupted() == "SIGTERM"
+    assert signal.getsignal(signal.SIGTERM) is before
+    assert issubclass(Terminated, Interrupted) and Terminated.exit_code == 143 and Interrupted.exit_code == 130
