@@ -269,9 +269,10 @@ def _convert(value: Any, hint: Any) -> tuple[bool, Any]:
         if not isinstance(value, (list, tuple)):
             return False, value
         args = typing.get_args(hint)
-        if origin is tuple and len(args) != len(value):
+        variadic = origin is list or (len(args) == 2 and args[1] is Ellipsis)  # list[T] or tuple[T, ...]
+        if not variadic and len(args) != len(value):
             return False, value
-        arms = args if origin is tuple else args * len(value)
+        arms = args[:1] * len(value) if variadic else args
         out = []
         for item, arm in zip(value, arms):
             ok, v = _convert(item, arm)
@@ -288,8 +289,9 @@ def _describe(hint: Any) -> str:
         return " or ".join(_describe(a) for a in typing.get_args(hint))
     if hint is type(None):
         return "null"
-    if origin is list:
-        return f"a list of {_describe(typing.get_args(hint)[0]).removeprefix('a ').removeprefix('an ')}s"
+    args = typing.get_args(hint)
+    if origin is list or (origin is tuple and len(args) == 2 and args[1] is Ellipsis):
+        return f"a list of {_describe(args[0]).removeprefix('a ').removeprefix('an ')}s"
     if origin is tuple:
         return f"a list of {len(typing.get_args(hint))} {_describe(typing.get_args(hint)[0]).removeprefix('an ')}s"
     return _KIND.get(hint, str(hint))
