@@ -83,6 +83,10 @@ class Studio:
 
     def new_project(self, song: str, lyrics: str | None) -> Path:
         song_name = safe_name(song, AUDIO_SUFFIXES, "song")
+        check_upload(Path(song), MAX_SONG_BYTES, "song")
+        lyric_name = safe_name(lyrics, LYRIC_SUFFIXES, "lyrics") if lyrics else None
+        if lyrics:
+            check_upload(Path(lyrics), MAX_LYRICS_BYTES, "lyric file")
         stamp = time.strftime("%Y%m%d-%H%M%S")
         project = self.workdir / f"{Path(song_name).stem}-{stamp}"
         n = 1
@@ -91,11 +95,8 @@ class Studio:
             project = self.workdir / f"{Path(song_name).stem}-{stamp}-{n}"
         uploads = project / "uploads"
         uploads.mkdir(parents=True)
-        check_upload(Path(song), MAX_SONG_BYTES, "song")
         shutil.copyfile(song, uploads / song_name)
-        if lyrics:
-            lyric_name = safe_name(lyrics, LYRIC_SUFFIXES, "lyrics")
-            check_upload(Path(lyrics), MAX_LYRICS_BYTES, "lyric file")
+        if lyrics and lyric_name:
             shutil.copyfile(lyrics, uploads / lyric_name)
         return project
 
@@ -323,8 +324,8 @@ def build(studio: Studio):
                 raise InputError(f"{project.name}: nothing rendered yet; render first")
             song, lyrics = studio.uploads(project)
             out = project / "evaluation"
-            models = [a for a in studio.model_argv if a != "--trust_torchscript"]
-            argv = [str(video), "-ap", str(song), *(["-lyr", str(lyrics)] if lyrics else []), *models, "-o", str(out)]
+            argv = [str(video), "-ap", str(song), *(["-lyr", str(lyrics)] if lyrics else []), *studio.model_argv,
+                    "-o", str(out)]
             log = project / "evaluate.log"
             with open(log, "wb") as err:
                 rc = subprocess.run([sys.executable, "-c", _EVALUATE, *argv], check=False, stdout=subprocess.DEVNULL,

@@ -55,3 +55,39 @@ def test_table_edits_and_first_edited():
         apply_rows(segments, rows)
     with pytest.raises(InputError, match="2 rows"):
         apply_rows(segments, rows[:2])
+
+
+def test_uploads_are_checked_before_anything_is_written(tmp_path):
+    from metamusic.studio import app
+
+    workdir = tmp_path / "runs"
+    workdir.mkdir()
+    studio = app.Studio(workdir)
+    big = tmp_path / "big.wav"
+    big.write_bytes(b"\0" * 16)
+    lyrics = tmp_path / "words.lrc"
+    lyrics.write_text("[00:00.50]hello\n")
+    old = app.MAX_SONG_BYTES
+    app.MAX_SONG_BYTES = 8
+    try:
+        with pytest.raises(InputError, match="big.wav: the song is 0.0 MB"):
+            studio.new_project(str(big), str(lyrics))
+    finally:
+        app.MAX_SONG_BYTES = old
+    assert list(workdir.iterdir()) == []
+    project = studio.new_project(str(big), str(lyrics))
+    assert sorted(p.name for p in (project / "uploads").iterdir()) == ["big.wav", "words.lrc"]
+    with pytest.raises(InputError, match="outside the studio's workdir"):
+        studio.project("../elsewhere")
+
+
+def test_last_error_and_captions(tmp_path):
+    from metamusic.studio.app import captions_vtt, last_error
+
+    log = tmp_path / "render.log"
+    log.write_text("loading models\nerror: song.wav: cannot decode the audio\n")
+    assert last_error(log) == "error: song.wav: cannot decode the audio"
+    video = tmp_path / "video.mp4"
+    assert captions_vtt(video) is None
+    video.with_suffix(".srt").write_text("1\n00:00:01,000 --> 00:00:02,000\nhi\n")
+    assert captions_vtt(video).read_text() == "WEBVTT\n\n00:00:01.000 --> 00:00:02.000\nhi\n"
