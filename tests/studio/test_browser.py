@@ -57,6 +57,13 @@ def _edit_text(page, row: int, text: str) -> None:
                            ".innerText.includes(t)", arg=[row, text])
 
 
+def _click(page, button: str) -> None:
+    """Press ``button`` and wait until the status line changes (it may hold an earlier 'finished')."""
+    old = page.locator("#status").inner_text()
+    page.locator(button).click()
+    page.wait_for_function("o => document.querySelector('#status').innerText !== o", arg=old, timeout=60_000)
+
+
 def _wait_status(page, words: str, timeout_s: float) -> str:
     page.wait_for_function(
         "w => { const t = document.querySelector('#status').innerText; return t.includes(w) || t.includes('error'); }",
@@ -79,7 +86,7 @@ def test_studio_end_to_end(studio, browser, song_and_lyrics):
     for name, value in (("width", "32"), ("height", "32"), ("steps", "3"), ("preview_steps", "2")):
         page.locator(f"#{name} input").fill(value)
     page.wait_for_timeout(1500)  # uploads
-    page.locator("#load").click()
+    _click(page, "#load")
     _wait_status(page, "loaded", 120)
     # 2. the timeline picture and the storyboard
     timeline = page.locator("#timeline img")
@@ -91,7 +98,7 @@ def test_studio_end_to_end(studio, browser, song_and_lyrics):
     assert sorted(p.name for p in (project / "uploads").iterdir()) == ["my_song.lrc", "my_song.wav"]
     _edit_text(page, 2, "a castle in the clouds")
     # 3. a preview, played in the page for as long as the song
-    page.locator("#preview").click()
+    _click(page, "#preview")
     _wait_status(page, "preview finished", 300)
     board = (project / "video.preview.run" / "storyboard.yaml").read_text()
     assert "a castle in the clouds" in board
@@ -111,7 +118,7 @@ def test_studio_end_to_end(studio, browser, song_and_lyrics):
     assert (project / "video.preview.vtt").read_text().startswith("WEBVTT")
     # 4. a render, cancelled once a segment is done and resumed, then an edit and a render again
     run = project / "video.run"
-    page.locator("#render").click()
+    _click(page, "#render")
     page.wait_for_function("() => /[1-9][0-9]*\\/[0-9]+ tasks done/.test(document.querySelector('#status').innerText)",
                            timeout=300_000)
     page.locator("#cancel").click()
@@ -119,14 +126,14 @@ def test_studio_end_to_end(studio, browser, song_and_lyrics):
     kept = len(list((run / "tasks").glob("*.json")))
     total = len(json.loads((run / "plan.json").read_text())["tasks"])
     assert 1 <= kept < total
-    page.locator("#render").click()
+    _click(page, "#render")
     _wait_status(page, "render finished", 300)
     assert json.loads((run / "run.json").read_text())["this_run"]["tasks_run"] == total - kept  # resumed
     before = _hashes(run)
     assert len(before) == rows
     edit = max(r for r in range(1, rows) if _cell(page, r, 3).inner_text().strip() == "text")
     _edit_text(page, edit, "a lighthouse at night")
-    page.locator("#render").click()
+    _click(page, "#render")
     _wait_status(page, "render finished", 300)
     after = _hashes(run)
     names = sorted(before)
@@ -136,7 +143,7 @@ def test_studio_end_to_end(studio, browser, song_and_lyrics):
     assert "a lighthouse at night" in (run / "storyboard.yaml").read_text()
     page.locator("#downloads").wait_for()
     # 5. evaluate.py on the result
-    page.locator("#evaluate").click()
+    _click(page, "#evaluate")
     _wait_status(page, "evaluated video.mp4", 300)
     assert (project / "evaluation" / "summary.json").is_file()
     page.wait_for_function("() => { const i = document.querySelector('#plot img'); return i && i.naturalWidth > 100; }")
