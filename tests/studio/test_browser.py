@@ -139,7 +139,8 @@ def test_studio_end_to_end(studio, browser, song_and_lyrics):
     names = sorted(before)
     assert sorted(after) == names
     assert all(after[k] == before[k] for k in names[:edit]), (before, after)  # earlier segments kept their bytes
-    assert any(after[k] != before[k] for k in names[edit:])  # the edit changed the video from there on
+    # re-rendered from the edited segment on (the tiny models' frames may not change with the text)
+    assert json.loads((run / "run.json").read_text())["this_run"]["tasks_run"] == len(names) - edit
     assert "a lighthouse at night" in (run / "storyboard.yaml").read_text()
     page.locator("#downloads").wait_for()
     # 5. evaluate.py on the result
