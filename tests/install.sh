@@ -6,6 +6,9 @@ cd "$(dirname "$0")/.."
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 # metamusic[ray] (README "Many GPUs and machines"), with its dependencies.
 pip install -r requirements-ray.txt
+# metamusic[studio] (README "Studio"): Gradio and its dependencies, each pinned, installed WITHOUT
+# dependencies so that Gradio's pillow<13 requirement does not downgrade the pinned pillow.
+pip install --no-deps -r requirements-studio.txt
 # Headless Chromium for the playback tests (Debian's package; Playwright never downloads a browser).
 if ! command -v chromium >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ]; then
