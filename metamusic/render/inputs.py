@@ -14,6 +14,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -21,6 +22,9 @@ from metamusic.config import Config
 from metamusic.errors import InputError
 from metamusic.song.audio import Audio
 from metamusic.song.lyrics import Lyrics
+
+if TYPE_CHECKING:
+    from metamusic.models.vqgan import VQGANConfig
 
 log = logging.getLogger("metamusic")
 
@@ -48,80 +52,20 @@ def output_paths(config: Config) -> tuple[Path, Path]:
 
 def check_inputs(config: Config) -> Inputs:
     """Validate files, sizes and device up front; raise InputError naming the file and the problem."""
-    from metamusic.devices import check_device, default_size
-    from metamusic.models.checkpoint_io import check_model_file
-    from metamusic.models.vqgan_loader import read_vqgan_config
-    from metamusic.song.audio import load_audio, probe_audio
-    from metamusic.song.lyrics import clip_to_duration, read_lyrics
+    from metamusic.devices import check_device
+    from metamusic.optim.prompts import parse_prompt
+    from metamusic.validate import validate
 
+    validate(config)  # every setting, also when check_inputs is called on its own (experiments/run.py)
     check_device(config.device)  # a resumed run folder may name a GPU this machine does not have
     music = config.music
     if music.audio is None and not config.prompts.prompts and not config.prompts.image_prompts:
         raise InputError("nothing to render: give a song with -ap (and lyrics with -lyr) or prompts with -p")
     if music.lyrics and not music.audio:
         raise InputError(f"{music.lyrics}: lyrics need a song: add -ap SONG")
-    if music.mode not in ("m2v", "fused", "interpolate"):
-        raise InputError(f"--mode {music.mode}: expected m2v or fused")
-    if music.ips < 0:
-        raise InputError(f"-ips {music.ips}: steps per second cannot be negative")
-    if config.output.fps <= 0:
-        raise InputError(f"--fps {config.output.fps}: must be positive")
-
-    # The song and its lyrics.
-    audio = lyrics = None
-    duration = 0.0
-    if music.audio:
-        info = probe_audio(music.audio)  # cheap: missing / empty / unreadable / not audio
-        audio = load_audio(music.audio, sample_rate=music.sample_rate)
-        _check_complete_audio(Path(music.audio), info.duration, audio.duration)
-        duration = audio.duration
-        if duration < 1.0 / config.output.fps:
-            raise InputError(f"{music.audio}: the song is shorter than one frame ({duration:.3f} s)")
-    if music.lyrics:
-        lyrics = clip_to_duration(read_lyrics(music.lyrics, music.lyrics_format), duration)
-        from metamusic.models.clip import token_count
-        from metamusic.optim.prompts import compose_prompt
-        from metamusic.song.lyrics import warn_long_lines
-
-        warn_long_lines(lyrics, token_count, compose=lambda t: compose_prompt(t, config.prompts.prompt_prefix,
-                                                                             config.prompts.theme))
-
-    # Models: the files exist and are not HTML pages; the VQGAN config gives the size factor.
-    from metamusic.models.vqgan_loader import download_hint
-
-    hint = "download it with: bash download_models.sh"
-    check_model_file(config.models.vqgan_config, "VQGAN config", download_hint(config.models.vqgan_config))
-    check_model_file(config.models.vqgan_checkpoint, "VQGAN checkpoint", download_hint(config.models.vqgan_checkpoint))
-    vq = read_vqgan_config(config.models.vqgan_config)
-    needs_audio_model = audio is not None
-    if needs_audio_model:
-        check_model_file(config.models.wav2clip_checkpoint, "Wav2CLIP checkpoint", f"{hint} wav2clip")
-    from metamusic.models.clip import (
-        available_models,
-        clip_download_hint,
-        resolve_clip_path,
-    )
-
-    clip_name = config.models.clip_model
-    clip_path = resolve_clip_path(clip_name, config.models.checkpoints_dir)
-    if clip_path == Path(clip_name).expanduser() and not clip_path.exists():  # not an OpenAI name, not a file
-        raise InputError(f"-m {clip_name}: unknown CLIP model: not one of {', '.join(available_models())} "
-                         "and no such model file")
-    check_model_file(clip_path, "CLIP model", clip_download_hint(clip_name))
-
-    # Size: a multiple of the VQGAN's downsampling factor.
-    factor = vq.factor
-    size = tuple(config.output.size) if config.output.size else default_size(torch.device(config.device))
-    rounded = tuple(max(factor, (s // factor) * factor) for s in size)
-    if any(s < factor for s in size):
-        raise InputError(f"-s {size[0]} {size[1]}: below the model's minimum of {factor} pixels (its downsampling factor)")
-    if rounded != size:
-        log.warning("size %sx%s is not a multiple of %d: using %sx%s", *size, factor, *rounded)
-    if any(s % 2 for s in rounded):
-        raise InputError(f"-s {rounded[0]} {rounded[1]}: video sizes must be even")
-
-    from metamusic.optim.prompts import parse_prompt
-
+    audio, lyrics = _check_song(config)
+    vq = _check_model_files(config, needs_audio=audio is not None)
+    size = _check_size(config, vq.factor)
     images = [config.prompts.init_image] + [parse_prompt(p)[0] for p in config.prompts.image_prompts]
     for p in filter(None, images):
         _check_image(Path(p))
@@ -130,11 +74,74 @@ def check_inputs(config: Config) -> Inputs:
     video, run_dir = output_paths(config)
     _check_writable(video, "the output video")
     _check_writable(run_dir, "the run folder", folder=True)
+    duration = audio.duration if audio is not None else 0.0
     seconds = duration if audio is not None else config.prompts.iterations / config.output.fps
-    segments = _estimate_segments(config, seconds, lyrics)
-    latent = vq.embed_dim * (rounded[0] // factor) * (rounded[1] // factor)
-    _warn_disk_space(run_dir, estimate_disk_bytes(seconds, config.output.fps, rounded, latent, segments))
-    return Inputs(duration, audio, lyrics, video, run_dir, rounded, factor)
+    latent = vq.embed_dim * (size[0] // vq.factor) * (size[1] // vq.factor)
+    estimate = estimate_disk_bytes(seconds, config.output.fps, size, latent, _estimate_segments(config, seconds, lyrics))
+    _warn_disk_space(run_dir, estimate)
+    return Inputs(duration, audio, lyrics, video, run_dir, size, vq.factor)
+
+
+def _check_song(config: Config) -> tuple[Audio | None, Lyrics | None]:
+    """The decoded song (complete, longer than a frame) and its lyrics, clipped to the song."""
+    from metamusic.models.clip import token_count
+    from metamusic.optim.prompts import compose_prompt
+    from metamusic.song.audio import load_audio, probe_audio
+    from metamusic.song.lyrics import clip_to_duration, read_lyrics, warn_long_lines
+
+    music = config.music
+    audio = lyrics = None
+    if music.audio:
+        info = probe_audio(music.audio)  # cheap: missing / empty / unreadable / not audio
+        audio = load_audio(music.audio, sample_rate=music.sample_rate)
+        _check_complete_audio(Path(music.audio), info.duration, audio.duration)
+        if audio.duration < 1.0 / config.output.fps:
+            raise InputError(f"{music.audio}: the song is shorter than one frame ({audio.duration:.3f} s)")
+    if music.lyrics:
+        lyrics = clip_to_duration(read_lyrics(music.lyrics, music.lyrics_format), audio.duration if audio else 0.0)
+        warn_long_lines(lyrics, token_count, compose=lambda t: compose_prompt(t, config.prompts.prompt_prefix,
+                                                                             config.prompts.theme))
+    return audio, lyrics
+
+
+def _check_model_files(config: Config, needs_audio: bool) -> VQGANConfig:
+    """Every model file exists and is not an HTML page; returns the VQGAN's config (its size factor)."""
+    from metamusic.models.checkpoint_io import check_model_file
+    from metamusic.models.clip import (
+        available_models,
+        clip_download_hint,
+        resolve_clip_path,
+    )
+    from metamusic.models.vqgan_loader import download_hint, read_vqgan_config
+
+    models = config.models
+    check_model_file(models.vqgan_config, "VQGAN config", download_hint(models.vqgan_config))
+    check_model_file(models.vqgan_checkpoint, "VQGAN checkpoint", download_hint(models.vqgan_checkpoint))
+    vq = read_vqgan_config(models.vqgan_config)
+    if needs_audio:
+        check_model_file(models.wav2clip_checkpoint, "Wav2CLIP checkpoint",
+                         "download it with: bash download_models.sh wav2clip")
+    clip_path = resolve_clip_path(models.clip_model, models.checkpoints_dir)
+    if clip_path == Path(models.clip_model).expanduser() and not clip_path.exists():  # no OpenAI name, no file
+        raise InputError(f"-m {models.clip_model}: unknown CLIP model: not one of {', '.join(available_models())} "
+                         "and no such model file")
+    check_model_file(clip_path, "CLIP model", clip_download_hint(models.clip_model))
+    return vq
+
+
+def _check_size(config: Config, factor: int) -> tuple[int, int]:
+    """The frame size: -s (or the device's default) rounded down to the VQGAN's factor, even."""
+    from metamusic.devices import default_size
+
+    size = tuple(config.output.size) if config.output.size else default_size(torch.device(config.device))
+    rounded = tuple(max(factor, (s // factor) * factor) for s in size)
+    if any(s < factor for s in size):
+        raise InputError(f"-s {size[0]} {size[1]}: below the model's minimum of {factor} pixels (its downsampling factor)")
+    if rounded != size:
+        log.warning("size %sx%s is not a multiple of %d: using %sx%s", *size, factor, *rounded)
+    if any(s % 2 for s in rounded):
+        raise InputError(f"-s {rounded[0]} {rounded[1]}: video sizes must be even")
+    return rounded
 
 
 def _check_complete_audio(path: Path, announced: float, decoded: float) -> None:
