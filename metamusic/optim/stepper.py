@@ -125,29 +125,28 @@ class StepConfig:
     def __post_init__(self) -> None:
         self._check_types()
         if self.cut_method not in CUT_METHODS:
-            raise InputError(f"unknown cut method {self.cut_method!r}; valid: {' '.join(CUT_METHODS)}")
+            raise InputError(f"-cutm {self.cut_method}: unknown cut method; choose from {' '.join(CUT_METHODS)}")
         if self.cutn < 1:
-            raise InputError(f"number of cut-outs must be >= 1, got {self.cutn}")
+            raise InputError(f"-cuts {self.cutn}: expected a number of cut-outs >= 1")
         if not self.cut_pow > 0:
-            raise InputError(f"cut power must be > 0, got {self.cut_pow}")
+            raise InputError(f"-cutp {self.cut_pow}: expected a power > 0, e.g. 1.0")
         augments = tuple(self.augments.split() if isinstance(self.augments, str) else self.augments)
         unknown = [a for a in augments if a not in AUGMENT_CODES]
         if unknown:
             raise InputError(
-                f"unknown augment code(s) {' '.join(map(str, unknown))}; valid codes: {' '.join(AUGMENT_CODES)}"
+                f"-aug {' '.join(map(str, unknown))}: unknown augment code; choose from {' '.join(AUGMENT_CODES)}"
             )
         object.__setattr__(self, "augments", augments)
         object.__setattr__(self, "optimiser", canonical_optimiser(self.optimiser))
         if not self.lr > 0:
-            raise InputError(f"learning rate must be > 0, got {self.lr}")
+            raise InputError(f"-lr {self.lr}: expected a learning rate > 0, e.g. 0.1")
         if self.init_weight_target not in INIT_WEIGHT_TARGETS:
-            raise InputError(
-                f"unknown init weight target {self.init_weight_target!r}; valid: {' '.join(INIT_WEIGHT_TARGETS)}"
-            )
+            raise InputError(f"--init_weight_target {self.init_weight_target}: unknown init weight target; "
+                             f"choose from {' '.join(INIT_WEIGHT_TARGETS)}")
         if self.noise_fac < 0:
             raise InputError(f"cut-out noise factor must be >= 0, got {self.noise_fac}")
         if self.precision not in PRECISIONS:
-            raise InputError(f"unknown precision {self.precision!r}; valid: {' '.join(PRECISIONS)}")
+            raise InputError(f"--precision {self.precision}: unknown precision; choose from {' '.join(PRECISIONS)}")
 
     def _check_types(self) -> None:
         """One-line InputError for a value of the wrong type (e.g. ``cutn: "8"`` in a config file)."""

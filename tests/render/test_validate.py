@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from pathlib import Path
 
 import pytest
@@ -108,9 +110,12 @@ def test_bad_config_file_value_is_one_line_naming_it(yaml_text, words, tiny_mode
 def test_validate_is_pure_and_accepts_the_defaults():
     validate(Config())
     config = Config()
-    config.step.augments = ["Ji", "Zz"]
-    with pytest.raises(InputError, match=r"^-aug Zz: unknown augment code; choose from Ji Sh"):
+    config.output.crf = 99
+    with pytest.raises(InputError, match=r"^--crf 99"):
         validate(config)
+    # The step's settings are checked when the step group is made (it is optim's StepConfig).
+    with pytest.raises(InputError, match=r"^-aug Zz: unknown augment code; choose from Ji Sh"):
+        dataclasses.replace(Config().step, augments=("Ji", "Zz"))
 
 
 def test_validate_runs_before_the_seed_and_the_run_folder(tiny_models, tmp_path, monkeypatch):
