@@ -77,7 +77,7 @@ def test_config_file_takes_the_flags_long_names(tmp_path):
                     "augments: [Ji, Sh]\nseed: 3\nstep:\n  lr: 0.2\n", encoding="utf-8")
     config, _ = parse_config(["--config", str(path), "-gid", "cpu"], "g", "", Config())
     assert config.music.audio == "song.mp3" and config.music.lyrics == "lyrics/song.srt"
-    assert config.step.cutn == 8 and config.step.lr == 0.2 and config.step.augments == ["Ji", "Sh"]
+    assert config.step.cutn == 8 and config.step.lr == 0.2 and config.step.augments == ("Ji", "Sh")
     assert config.output.size == (64, 48) and config.seed == 3
 
 

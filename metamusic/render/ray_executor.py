@@ -112,8 +112,25 @@ class TaskWorker:
         return output, files
 
 
+LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}  # Ray's single-machine mode: node IP 127.0.0.1
+
+
+def is_loopback(address: str) -> bool:
+    """True for ``local`` and for addresses on this machine's loopback (127.x, localhost, ::1)."""
+    host = address.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
+    return address == "local" or host in ("localhost", "::1") or host.startswith("127.")
+
+
 def connect(address: str) -> Any:
-    """Import Ray and join ``address``: ``auto``, ``local`` (a private cluster here), host:port, ray://..."""
+    """Import Ray and join ``address``: ``auto``, ``local`` (a private cluster here), host:port, ray://...
+
+    A private or loopback cluster runs in Ray's single-machine mode, so every Ray process talks
+    over 127.0.0.1 (otherwise Ray swaps a loopback address for the machine's network address).
+    Set before Ray is imported: Ray reads it once.
+    """
+    if is_loopback(address):
+        for key, value in LOOPBACK_ENV.items():
+            os.environ.setdefault(key, value)
     try:
         import ray
     except ImportError:

@@ -199,13 +199,13 @@ def three_segments(tmp_path):
 
 def spy_ffmpeg(monkeypatch) -> list[list[str]]:
     calls: list[list[str]] = []
-    real = video._run_ffmpeg
+    real = video.run_ffmpeg
 
-    def spy(args, what):
+    def spy(args, what="running", **kwargs):
         calls.append(list(args))
-        return real(args, what)
+        return real(args, what, **kwargs)
 
-    monkeypatch.setattr(video, "_run_ffmpeg", spy)
+    monkeypatch.setattr(video, "run_ffmpeg", spy)
     return calls
 
 

@@ -55,7 +55,7 @@ def test_image_prompt_is_resized_to_the_output_and_embedded_per_cutout(tiny_mode
     from PIL import Image
 
     from metamusic.config import Config
-    from metamusic.render import _image_target
+    from metamusic.render.prepare import _image_target
 
     _, perceptor = _models(tiny_models)
     path = tmp_path / "prompt.png"

@@ -26,6 +26,11 @@ def frame_hashes(video: Path) -> list[str]:
     return [hashlib.sha256(f.tobytes()).hexdigest() for f in read_frames(video)]
 
 
+# Ray on this machine only: single-machine mode keeps every Ray process on 127.0.0.1 (without it
+# Ray replaces 127.0.0.1 by the machine's network address); the test cluster has no auth token.
+RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled"}
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     """A Ray head on 127.0.0.1 with 2 CPUs, stopped afterwards; yields its address."""
@@ -33,7 +38,7 @@ def cluster(tmp_path_factory):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     ray = str(Path(sys.executable).with_name("ray"))
-    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
+    env = dict(os.environ, **RAY_ENV)
     start = subprocess.run([ray, "start", "--head", "--port", str(port), "--num-cpus", "2", "--num-gpus", "0",
                             "--node-ip-address", "127.0.0.1", "--include-dashboard=false", "--disable-usage-stats"],
                            capture_output=True, text=True, timeout=300, env=env)
@@ -53,7 +58,7 @@ def song_args(tiny: dict[str, str], song: Path, seed: int = 3) -> list[str]:
 
 # Ray workers run one torch thread each (--ray_cpus_per_task 1); CPU reductions are bit-exact only
 # at the same thread count, so the renders without Ray use one thread too.
-ONE_THREAD = dict(os.environ, OMP_NUM_THREADS="1")
+ONE_THREAD = dict(os.environ, OMP_NUM_THREADS="1", **RAY_ENV)
 
 
 def render(args: list[str], out: Path, *extra: str) -> subprocess.CompletedProcess:
