@@ -400,6 +400,7 @@ def open_run(config: Config, run_dir: Path, output: Path, planned: Sequence[Segm
         diffs = config_differences(saved, config)
         if diffs and not run.has_finished_work():
             log.info("%s: nothing was finished with its earlier settings; starting it over", run.root)
+            segments = _edited_storyboard(run, planned)  # prompt edits made before the first render stay
             keep = False
         elif diffs:
             raise InputError(
@@ -420,6 +421,16 @@ def open_run(config: Config, run_dir: Path, output: Path, planned: Sequence[Segm
     run.write_config(config)
     run.write_storyboard(segments)
     return run, segments
+
+
+def _edited_storyboard(run: RunFolder, planned: Sequence[Segment]) -> list[Segment]:
+    """The folder's storyboard if it still fits the song's timeline (only prompts edited), else ``planned``."""
+    if not run.storyboard_path.is_file():
+        return list(planned)
+    try:
+        return checked_storyboard(run, planned)
+    except InputError:
+        return list(planned)
 
 
 def _partial_name(path: Path) -> Path:
