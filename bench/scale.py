@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Speed-up of independent keyframes on 1 and 2 Ray workers of one thread each (CPU).
 
-    python bench/scale.py [--keyframes 4] [--steps 2] [--size 128] [--cutn 8]
+    python bench/scale.py [--keyframes 8] [--steps 2] [--size 128] [--cutn 8]
 
 The keyframe tasks of one render (``--keyframes`` independent keyframes, one per task, each
 ``--steps`` steps) run through metamusic's RayExecutor on a private local Ray cluster, first with
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     import ray
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--keyframes", type=int, default=4)
+    parser.add_argument("--keyframes", type=int, default=8)
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--cutn", type=int, default=8)
