@@ -322,7 +322,8 @@ def render_caption(frame: np.ndarray, text: str, style: CaptionStyle = CaptionSt
 # SubRip
 
 
-def _srt_time(t: float) -> str:
+def srt_time(t: float) -> str:
+    """Seconds as a SubRip time stamp, ``HH:MM:SS,mmm``."""
     ms = int(round(t * 1000))
     h, rest = divmod(ms, 3_600_000)
     m, rest = divmod(rest, 60_000)
@@ -339,7 +340,7 @@ def format_srt(lines: Sequence[tuple[float, float, str]]) -> str:
         body = "\n".join(part.strip() for part in text.splitlines() if part.strip())
         if not body:
             continue
-        blocks.append(f"{len(blocks) + 1}\n{_srt_time(start)} --> {_srt_time(end)}\n{body}\n")
+        blocks.append(f"{len(blocks) + 1}\n{srt_time(start)} --> {srt_time(end)}\n{body}\n")
     return "\n".join(blocks)
 
 
@@ -349,7 +350,7 @@ def write_srt(lines: Sequence[tuple[float, float, str]], path: str | os.PathLike
 
 
 def _vtt_time(t: float) -> str:
-    return _srt_time(t).replace(",", ".")
+    return srt_time(t).replace(",", ".")
 
 
 def format_vtt(lines: Sequence[tuple[float, float, str]]) -> str:

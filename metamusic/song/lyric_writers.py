@@ -21,6 +21,7 @@ from typing import Sequence
 
 from metamusic.errors import InputError
 from metamusic.files import atomic_write_text
+from metamusic.media.captions import srt_time
 from metamusic.song.lyrics import LyricLine
 
 log = logging.getLogger(__name__)
@@ -43,14 +44,6 @@ def format_lrc(lines: Sequence[LyricLine]) -> str:
     return "\n".join(out) + "\n"
 
 
-def _srt_time(t: float) -> str:
-    ms = int(round(t * 1000))
-    h, rest = divmod(ms, 3_600_000)
-    m, rest = divmod(rest, 60_000)
-    s, ms = divmod(rest, 1000)
-    return f"{h:02d}:{m:02d}:{s:02d},{ms:03d}"
-
-
 def format_srt(lines: Sequence[LyricLine]) -> str:
     """SubRip text; a line without an end time lasts until the next line (or two seconds)."""
     cues = []
@@ -58,7 +51,7 @@ def format_srt(lines: Sequence[LyricLine]) -> str:
         end = ln.end
         if end is None or end <= ln.start:
             end = lines[k + 1].start if k + 1 < len(lines) else ln.start + 2.0
-        cues.append(f"{k + 1}\n{_srt_time(ln.start)} --> {_srt_time(end)}\n{_one_line(ln.text)}\n")
+        cues.append(f"{k + 1}\n{srt_time(ln.start)} --> {srt_time(end)}\n{_one_line(ln.text)}\n")
     return "\n".join(cues)
 
 
