@@ -5,7 +5,7 @@
     python evaluate.py RUN_DIR -o OUTDIR
 
 Writes OUTDIR/metrics.csv (one row per segment), summary.json and plot.png.
-See metamusic/evaluate.py for what each number means.
+See metamusic/evaluate/__init__.py for what each number means.
 """
 
 import sys
