@@ -244,52 +244,67 @@ def downloads(project: Path, video: Path, run_dir: Path) -> list[str]:
 # The page
 
 
-def build(studio: Studio):
-    """The Gradio Blocks of the studio."""
-    import gradio as gr
+def _fail(exc: MetaMusicError) -> str:
+    """The status line of an error."""
+    return f"**error:** {exc}"
 
-    def fail(exc: MetaMusicError) -> str:
-        return f"**error:** {exc}"
 
-    def settings_of(mode, theme, prefix, width, height, steps, preview_steps, seed) -> Settings:
-        return Settings(str(mode), str(theme or ""), str(prefix or ""), int(width), int(height), float(steps),
-                        int(preview_steps), int(seed))
+def _settings_of(mode, theme, prefix, width, height, steps, preview_steps, seed) -> Settings:
+    """The page's controls as Settings."""
+    return Settings(str(mode), str(theme or ""), str(prefix or ""), int(width), int(height), float(steps),
+                    int(preview_steps), int(seed))
 
-    def save_settings(project: Path, s: Settings) -> None:
-        from dataclasses import asdict
 
-        from metamusic.files import atomic_write_text
+def _save_settings(project: Path, s: Settings) -> None:
+    """Keep the controls in the project's settings.json (reopen restores them)."""
+    from dataclasses import asdict
 
-        atomic_write_text(project / "settings.json", json.dumps(asdict(s), indent=1))
+    from metamusic.files import atomic_write_text
 
-    def load_song(song, lyrics, *controls):
+    atomic_write_text(project / "settings.json", json.dumps(asdict(s), indent=1))
+
+
+class Actions:
+    """What the page's buttons do; each returns (or yields) the values of its output components."""
+
+    def __init__(self, studio: Studio):
+        self.studio = studio
+
+    def load_song(self, song, lyrics, *controls):
+        """Start a project from the uploads: its timeline picture and storyboard table."""
+        import gradio as gr
+
         try:
             if not song:
                 raise InputError("no song: upload an audio file first")
-            s = settings_of(*controls)
-            project = studio.new_project(song, lyrics)
-            save_settings(project, s)
-            picture, segments = studio.sketch(project, s)
+            s = _settings_of(*controls)
+            project = self.studio.new_project(song, lyrics)
+            _save_settings(project, s)
+            picture, segments = self.studio.sketch(project, s)
             return (project.name, str(picture) if picture else None, storyboard_rows(segments),
-                    f"loaded {project.name}: {len(segments)} segments", gr.update(choices=list_runs(studio.workdir)))
+                    f"loaded {project.name}: {len(segments)} segments",
+                    gr.update(choices=list_runs(self.studio.workdir)))
         except MetaMusicError as exc:
-            return None, None, None, fail(exc), gr.update()
+            return None, None, None, _fail(exc), gr.update()
 
-    def render(name, rows, *controls, preview: bool) -> Iterator[tuple]:
+    def render(self, name, rows, *controls, preview: bool) -> Iterator[tuple]:
+        """Render (or preview) the edited storyboard in a child process, yielding its progress."""
+        import gradio as gr
+
         try:
-            project = studio.project(name)
-            s = settings_of(*controls)
-            save_settings(project, s)
-            argv = studio.prepare_run(project, s, _rows(rows), preview=preview)
-            config = studio.config(project, s, preview=preview)
+            project = self.studio.project(name)
+            s = _settings_of(*controls)
+            _save_settings(project, s)
+            argv = self.studio.prepare_run(project, s, _rows(rows), preview=preview)
+            config = self.studio.config(project, s, preview=preview)
             from metamusic.render.inputs import output_paths
 
             video, run_dir = output_paths(config)
             done_before = len(list((run_dir / "tasks").glob("*.json")))
             log = project / ("preview.log" if preview else "render.log")
-            proc = studio.start(argv, log, _INTERPOLATE if s.mode == "interpolate" else _GENERATE)
+            proc = self.studio.start(argv, log, _INTERPOLATE if s.mode == "interpolate" else _GENERATE)
         except MetaMusicError as exc:
-            yield fail(exc), gr.update(), gr.update(), gr.update(), gr.update()
+            yield _fail(exc), gr.update(), gr.update(), gr.update(), gr.update()
             return
         started = time.time()
         frame = run_dir / "progress.png"
@@ -305,26 +320,28 @@ def build(studio: Studio):
             yield message, gr.update(), gr.update(), gr.update(), gr.update()
             return
         if proc.returncode != 0 or not video.is_file():
-            yield fail(last_error(log)), gr.update(), gr.update(), gr.update(), gr.update()
+            yield _fail(last_error(log)), gr.update(), gr.update(), gr.update(), gr.update()
             return
         vtt = captions_vtt(video)
-        table = storyboard_rows(studio.storyboard(project))
+        table = storyboard_rows(self.studio.storyboard(project))
         yield (f"{what} finished: {video.name} ({time.time() - started:.0f} s)",
                str(frame) if frame.is_file() else gr.update(),
                gr.update(value=str(video), subtitles=str(vtt) if vtt else None),
                downloads(project, video, run_dir), table)
 
-    def evaluate(name):
+    def evaluate(self, name):
+        """Score the project's video with evaluate.py: its plot, summary and a status line."""
+
         try:
-            project = studio.project(name)
+            project = self.studio.project(name)
             video = project / "video.mp4"
             if not video.is_file():
                 video = project / "video.preview.mp4"
             if not video.is_file():
                 raise InputError(f"{project.name}: nothing rendered yet; render first")
-            song, lyrics = studio.uploads(project)
+            song, lyrics = self.studio.uploads(project)
             out = project / "evaluation"
-            argv = [str(video), "-ap", str(song), *(["-lyr", str(lyrics)] if lyrics else []), *studio.model_argv,
+            argv = [str(video), "-ap", str(song), *(["-lyr", str(lyrics)] if lyrics else []), *self.studio.model_argv,
                     "-o", str(out)]
             log = project / "evaluate.log"
             with open(log, "wb") as err:
@@ -338,21 +355,30 @@ def build(studio: Studio):
         except (MetaMusicError, OSError, ValueError) as exc:
             return None, None, f"**error:** {exc}"
 
-    def reopen(name):
+    def reopen(self, name):
+        """Reopen an earlier project: its picture, storyboard, video and controls."""
+        import gradio as gr
+
         try:
-            project = studio.project(name)
+            project = self.studio.project(name)
             s = Settings.load(project / "settings.json")
             pictures = [project / n / "timeline.png" for n in ("video.run", "video.preview.run", "sketch")]
             picture = next((str(p) for p in pictures if p.is_file()), None)
             video = next((v for v in (project / "video.mp4", project / "video.preview.mp4") if v.is_file()), None)
             vtt = captions_vtt(video) if video else None
-            return (project.name, picture, storyboard_rows(studio.storyboard(project)),
+            return (project.name, picture, storyboard_rows(self.studio.storyboard(project)),
                     gr.update(value=str(video), subtitles=str(vtt) if vtt else None) if video else None,
                     s.mode, s.theme, s.prefix, s.width, s.height, s.steps, s.preview_steps, s.seed,
                     f"reopened {project.name}")
         except MetaMusicError as exc:
-            return (gr.update(),) * 12 + (fail(exc),)
+            return (gr.update(),) * 12 + (_fail(exc),)
 
+
+def build(studio: Studio):
+    """The Gradio Blocks of the studio: the layout, and each button wired to its Actions method."""
+    import gradio as gr
+
+    act = Actions(studio)
     with gr.Blocks(title="MetaMusic Studio", analytics_enabled=False) as page:
         project = gr.State(None)
         gr.Markdown("# MetaMusic Studio\nA song in, a VQGAN-CLIP music video out (Music2Video).")
@@ -393,13 +419,13 @@ def build(studio: Studio):
             plot = gr.Image(label="evaluation", type="filepath", interactive=False, elem_id="plot")
             summary = gr.JSON(label="evaluation summary", elem_id="summary")
 
-        load.click(load_song, [song, lyrics, *controls], [project, timeline, table, status, runs])
+        load.click(act.load_song, [song, lyrics, *controls], [project, timeline, table, status, runs])
         outputs = [status, frame, video, files, table]
-        preview.click(lambda *a: (yield from render(*a, preview=True)), [project, table, *controls], outputs)
-        render_button.click(lambda *a: (yield from render(*a, preview=False)), [project, table, *controls], outputs)
+        preview.click(lambda *a: (yield from act.render(*a, preview=True)), [project, table, *controls], outputs)
+        render_button.click(lambda *a: (yield from act.render(*a, preview=False)), [project, table, *controls], outputs)
         cancel.click(studio.cancel, None, status)
-        evaluate_button.click(evaluate, project, [plot, summary, status])
-        reopen_button.click(reopen, runs, [project, timeline, table, video, *controls, status])
+        evaluate_button.click(act.evaluate, project, [plot, summary, status])
+        reopen_button.click(act.reopen, runs, [project, timeline, table, video, *controls, status])
     return page
 
 
