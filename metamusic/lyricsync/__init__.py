@@ -12,6 +12,7 @@ reproducible. Command line: ``python -m metamusic.lyricsync transcribe|align ...
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any, Sequence
@@ -26,6 +27,7 @@ log = logging.getLogger(__name__)
 
 WHISPER_RATE = 16000  # Whisper's input sample rate (Hz)
 TIMED_NAME = "lyrics.timed.lrc"  # the timed lyric file --align / --transcribe write into the run folder
+TIMED_KEY = "lyrics.timed.json"  # what TIMED_NAME was made from: a resume with the same inputs reuses it
 
 
 # --------------------------------------------------------------------------- inputs
@@ -158,6 +160,7 @@ def timed_lyrics_for(config: Any, run_dir: str | Path) -> Path | None:
     file that already has timestamps is used as it is (with a note). Checks the flags, the
     lyric text and the model file before any model loads.
     """
+    from metamusic.files import atomic_write_text
     from metamusic.song.lyric_writers import write_timed_lyrics
 
     music = config.music
@@ -176,21 +179,73 @@ def timed_lyrics_for(config: Any, run_dir: str | Path) -> Path | None:
     if music.align and has_timestamps(music.lyrics):
         log.info("%s already has timestamps: used as it is (--align only times plain text)", music.lyrics)
         return Path(music.lyrics)
-    out = Path(run_dir) / TIMED_NAME
-    options = {"language": music.whisper_language, "device": config.device,
-               "checkpoints_dir": config.models.checkpoints_dir}
-    if music.align:
-        lines: Sequence[LyricLine] = align(music.audio, music.lyrics, music.whisper_model, **options).lines
+    out, key_path = Path(run_dir) / TIMED_NAME, Path(run_dir) / TIMED_KEY
+    key = _timed_key(config)
+    n_lines = _reusable(out, key_path, key)
+    if n_lines is not None:
+        log.info("timed lyrics: %s (%d lines, made by an earlier run from the same song, text and model)",
+                 out, n_lines)
     else:
-        lines = transcribe(music.audio, music.whisper_model, **options)
-    write_timed_lyrics(out, lines)
-    log.info("timed lyrics: %s (%d lines)", out, len(lines))
-    if not lines:
+        options = {"language": music.whisper_language, "device": config.device,
+                   "checkpoints_dir": config.models.checkpoints_dir}
+        if music.align:
+            lines: Sequence[LyricLine] = align(music.audio, music.lyrics, music.whisper_model, **options).lines
+        else:
+            lines = transcribe(music.audio, music.whisper_model, **options)
+        key_path.unlink(missing_ok=True)  # the key goes last: a key beside a timed file means both are complete
+        write_timed_lyrics(out, lines)
+        atomic_write_text(key_path, json.dumps({**key, "lines": len(lines)}, indent=1) + "\n")
+        log.info("timed lyrics: %s (%d lines)", out, len(lines))
+        n_lines = len(lines)
+    if not n_lines:
         log.warning("no words were recognised in %s: rendering without lyrics", music.audio)
         music.lyrics = None
         return None
     music.lyrics, music.lyrics_format = str(out), None
     return out
+
+
+def _timed_key(config: Any) -> dict[str, Any]:
+    """What a timed lyric file depends on: the mode, the song's and text's bytes, the model file, the language.
+
+    The device is left out on purpose: a render resumed on another device keeps the lyric times its
+    finished segments were planned with.
+    """
+    from metamusic.files import sha256_of
+    from metamusic.models.whisper_loader import resolve_whisper_path
+
+    music = config.music
+    model = Path(resolve_whisper_path(music.whisper_model, config.models.checkpoints_dir)).expanduser()
+
+    def digest(path: str | Path) -> str | None:  # a missing or unreadable file is reported by the recognition
+        try:
+            return sha256_of(path)
+        except OSError:
+            return None
+
+    try:
+        stat = model.stat()
+        size, mtime = stat.st_size, stat.st_mtime_ns
+    except OSError:
+        size = mtime = None
+    return {"mode": "align" if music.align else "transcribe", "song_sha256": digest(music.audio),
+            "lyrics_sha256": digest(music.lyrics) if music.align else None,
+            "model": str(model.resolve()), "model_bytes": size, "model_mtime_ns": mtime,
+            "language": music.whisper_language}
+
+
+def _reusable(out: Path, key_path: Path, key: dict[str, Any]) -> int | None:
+    """The line count of ``out`` when ``key_path`` says it was made from ``key``'s inputs, else None."""
+    try:
+        saved = json.loads(key_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if None in (key["song_sha256"], key["model_bytes"]) or (key["mode"] == "align" and key["lyrics_sha256"] is None):
+        return None
+    if not out.is_file() or not isinstance(saved, dict) or {k: saved.get(k) for k in key} != key:
+        return None
+    lines = saved.get("lines")
+    return lines if isinstance(lines, int) and lines >= 0 else None
 
 
 __all__ = ["align", "transcribe", "timed_lyrics_for", "recognise_words", "read_lyric_text", "has_timestamps"]
