@@ -274,3 +274,29 @@ def test_killed_render_resumes_to_the_uninterrupted_video(render_args, every_2, 
     assert info["this_run"]["tasks_run"] == len(plan["tasks"]) - len(finished)  # finished tasks were kept
     assert frame_hashes(out) == frame_hashes(every_2)
     assert_song_length(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# bench/video_cost.py's counting part (exact, from the plan; no models, no timing)
+
+
+def test_video_cost_counts_steps_per_second_of_video_from_the_plan():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("metamusic_bench_video_cost", ROOT / "bench" / "video_cost.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    counts = bench.count_all(256)
+    # The example song: 8 s, 16 segments (beats and lyric onsets), 8 lyric lines from 0:00 on.
+    assert {c["video_seconds"] for c in counts.values()} == {8.0}
+    assert counts["frame_ips0"]["steps"] == 882  # -ips 0: 10 + 110 x peak volume steps per second of each segment
+    assert counts["keyframes_per_segment"]["keyframes"] == 16 and counts["keyframes_per_segment"]["steps"] == 800
+    assert counts["keyframe_every_4"]["keyframes"] == 4 and counts["keyframe_every_4"]["steps"] == 4 * 50
+    assert counts["keyframe_every_line"]["keyframes"] == 8 and counts["keyframe_every_line"]["steps"] == 8 * 50
+    assert counts["preview"]["steps"] == 16 * 3 and counts["preview"]["size"] == [128, 128]
+    assert counts["preview"]["cutn"] == 8
+    assert all(c["frames"] == 240 for c in counts.values())  # 8 s at 30 fps in every setting
+    # With the default 50 steps per keyframe, four beats per keyframe is 4.4x fewer steps than frame
+    # mode at -ips 0; with 20 steps per keyframe it is more than 10x fewer.
+    assert bench.fewer_steps(counts) == pytest.approx(882 / 200)
+    assert bench.fewer_steps(counts, "keyframe_every_4_steps_20") >= 10
