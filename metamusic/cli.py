@@ -47,6 +47,12 @@ def _size(value: str) -> int:
     return n
 
 
+def _every(value: str) -> int | str:
+    """--keyframe_every's value: a whole number as an int, anything else as typed (validate.py judges it)."""
+    text = value.strip()
+    return int(text) if text.lstrip("+-").isdigit() else text
+
+
 # Flags of generate.py and generate_interpolate.py, by --help section; (names, config target, help, argparse kwargs).
 FLAGS: tuple[Flag, ...] = (
     *_group(
@@ -128,6 +134,8 @@ FLAGS: tuple[Flag, ...] = (
         _f("--batch_keyframes", "keyframes.batch", "independent keyframes optimised together in one batch", type=int),
         _f("--interpolation", "keyframes.interpolation", "how frames between keyframes are made",
            choices=["slerp", "lerp"]),
+        _f("--keyframe_every", "keyframes.every", "one keyframe every N segments (beats in generate.py), or line: "
+           "one per lyric line; the frames between move in a pulse on every beat", type=_every, metavar="N|line"),
     ),
     *_group(
         "video and captions",

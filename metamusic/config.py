@@ -96,13 +96,14 @@ class OutputConfig:
 
 @dataclass
 class KeyframeConfig:
-    """Keyframe mode: one optimised latent per segment, frames interpolated between them."""
+    """Keyframe mode: one optimised latent per segment (or per ``every`` segments), frames interpolated between them."""
 
     enabled: bool = False
     steps: int = 50  # optimisation steps per keyframe
     independent: bool = False  # each keyframe from a fresh latent instead of the previous keyframe
     batch: int = 1  # independent keyframes optimised together in one batch
     interpolation: str = "slerp"  # "slerp" | "lerp"
+    every: int | str = 1  # one keyframe per N segments (beats in generate.py), or "line": one per lyric line
 
 
 @dataclass

@@ -74,8 +74,22 @@ def validate(config: Config) -> None:
     _integer("--keyframe_steps", k.steps, "a number of steps >= 1", lo=1)
     _integer("--batch_keyframes", k.batch, "a number of keyframes >= 1", lo=1)
     _choice("--interpolation", k.interpolation, INTERPOLATIONS)
+    _keyframe_every(config)
     if config.seed is not None:
         _integer("-sd", config.seed, "an integer 0..2**63-1", lo=0, hi=2**63 - 1)
+
+
+def _keyframe_every(config: Config) -> None:
+    """--keyframe_every: a whole number of segments >= 1, or ``line`` with lyrics; keyframe mode only."""
+    every, music = config.keyframes.every, config.music
+    if every == "line":
+        if not (music.lyrics or music.transcribe):
+            raise InputError("--keyframe_every line: one keyframe per lyric line needs lyrics; add -lyr LYRICS "
+                             "(or --transcribe), or give a number of beats, e.g. --keyframe_every 4")
+    elif not _is_int(every) or every < 1:
+        raise InputError(f"--keyframe_every {every}: expected a whole number of segments (beats) >= 1, or line")
+    if every != 1 and not config.keyframes.enabled:
+        raise InputError(f"--keyframe_every {every}: spaces the keyframes of keyframe mode; add --keyframes")
 
 
 def _is_int(value: Any) -> bool:

@@ -20,6 +20,7 @@ VALUES = {
     "--lyrics_format": ["lrc"], "--mode": ["fused"], "-cutm": ["nrupdated"], "-opt": ["AdamW"],
     "-in": ["gradient"], "--precision": ["fp32"], "--interpolation": ["lerp"], "--init_weight_target": ["start"],
     "--captions": ["burn"], "--caption_position": ["top"], "-gid": ["cpu"], "-cd": ["cpu"],
+    "--keyframe_every": ["line"],
 }
 NUMERIC = {"-ips", "-sf", "--text_weight", "--audio_weight", "-vl", "-cpe", "-i", "-iw", "-lr", "-cuts",
            "-cutp", "--fps", "-ofps", "--crf", "-se", "-sd", "--keyframe_steps", "--batch_keyframes",
@@ -154,3 +155,10 @@ def test_ray_flags_choose_the_executor_and_stay_out_of_the_config():
     assert config.to_dict() == parse_config(["-gid", "cpu"], "g", "", Config())[0].to_dict()
     assert "executor" not in _run_options(parse_config(["-gid", "cpu"], "g", "", Config())[1])
     assert had_ray or "ray" not in sys.modules  # building the executor does not import Ray
+
+
+@pytest.mark.parametrize("value,parsed", [("4", 4), ("line", "line"), ("-2", -2), ("2.5", "2.5")])
+def test_keyframe_every_keeps_numbers_as_numbers(value, parsed):
+    """validate.py judges the value; the flag only turns whole numbers into ints (YAML gives ints too)."""
+    config, _ = parse_config(["--keyframes", "--keyframe_every", value, "-gid", "cpu"], "generate.py", "", Config())
+    assert config.keyframes.every == parsed

@@ -23,6 +23,7 @@ __all__ = [
     "blend_targets",
     "compose_prompt",
     "image_prompt_size",
+    "mean_targets",
     "noise_targets",
     "parse_prompt",
     "split_prompts",
@@ -150,6 +151,39 @@ def blend_targets(
     if mixed.norm() < 1e-6:
         raise InputError("text and audio embeddings cancel out in the blend; change the weights")
     return Target(mixed[None])
+
+
+def mean_targets(groups: Sequence[Sequence[Target]], shares: Sequence[float]) -> list[Target]:
+    """The targets whose loss is the ``shares``-weighted mean of each group's summed loss.
+
+    The loss of a group is the sum of its targets' losses (:func:`target_loss`), and scaling a
+    weight by s > 0 scales that target's loss by s, so every target of group g with its weight
+    times shares[g] / sum(shares) gives exactly sum_g shares[g] * loss_g / sum(shares). Targets
+    equal in embedding, stop and sign of weight (e.g. the shared -p, -ip and noise prompts, which
+    every segment carries) are merged into one by adding their weights, which is exact too. Ours,
+    for a keyframe spanning several segments (``--keyframe_every``): the groups are the segments'
+    targets and the shares their durations. A single group comes back as it is.
+    """
+    if len(groups) != len(shares):
+        raise InputError(f"{len(groups)} groups of targets but {len(shares)} shares")
+    if any(not s >= 0 for s in shares) or not sum(shares) > 0:
+        raise InputError(f"target shares must be >= 0 and not all 0, got {list(shares)}")
+    if len(groups) == 1:
+        return list(groups[0])
+    total = float(sum(shares))
+    merged: list[Target] = []
+    for group, share in zip(groups, shares):
+        for target in group:
+            weight = target.weight * share / total
+            for k, seen in enumerate(merged):
+                if (seen.stop == target.stop and (seen.weight > 0) == (target.weight > 0)
+                        and seen.embed.shape == target.embed.shape and torch.equal(seen.embed, target.embed)):
+                    merged[k] = Target(seen.embed, seen.weight + weight, seen.stop)
+                    break
+            else:
+                if weight != 0:
+                    merged.append(Target(target.embed, weight, target.stop))
+    return merged
 
 
 def noise_targets(

@@ -234,8 +234,8 @@ def _tasks_to_run(run: RunFolder, plan: Plan, from_segment: int | None) -> list[
     if plan.keyframes:
         n_frames = round(plan.duration * plan.fps)
         keyframe_tasks = [t for t in plan.tasks if t.kind == "keyframes"]
-        log.info("keyframe mode: %d keyframes in %d tasks; %d frames", len(plan.segments), len(keyframe_tasks),
-                 n_frames)
+        log.info("keyframe mode: %d keyframes in %d tasks; %d frames", len(plan.keyframe_groups),
+                 len(keyframe_tasks), n_frames)
         if not config_independent(plan):
             log.info("keyframe mode: warm-started keyframes form a chain: they run one after another")
     return pending

@@ -37,7 +37,8 @@ def write_timeline_sheet(run: RunFolder, inputs: Inputs, plan: Plan) -> None:
 
 
 def panel_image(run: RunFolder, plan: Plan, index: int) -> torch.Tensor | None:
-    """The picture of segment ``index`` for sheets: its last frame, or its keyframe. (1, 3, H, W) uint8"""
+    """The picture of segment ``index`` for sheets: its last frame, or its keyframe (None for a segment
+    inside a keyframe that spans several, so sheets show one panel per keyframe). (1, 3, H, W) uint8"""
     state = run.load_keyframe(index) if plan.keyframes else run.load_state(index)
     if state is None:
         return None
@@ -97,7 +98,8 @@ def finish(config: Config, inputs: Inputs, run: RunFolder, plan: Plan) -> Path:
     if config.output.captions in ("srt", "both") and inputs.lyrics is not None:
         _soft_captions(inputs, burned=config.output.captions == "both")
     if Path(config.output.output).suffix.lower() == ".png":
-        image = panel_image(run, plan, segments[-1].index)
+        last = plan.keyframe_groups[-1][0] if plan.keyframes else segments[-1].index  # the last keyframe
+        image = panel_image(run, plan, last)
         if image is not None:
             save_png(Path(config.output.output), image)
     return inputs.output

@@ -1,8 +1,9 @@
-"""Keyframe mode: optimise one latent per segment, then render every frame by interpolation.
+"""Keyframe mode: optimise one latent per segment (or per N segments), then render every frame by interpolation.
 
 Tasks: ``keyframes`` tasks optimise keyframe latents (a chain of one keyframe each when
 warm-started; fixed batches of ``--batch_keyframes`` when independent) and ``frames`` task i
-decodes the frames of segment i from its neighbouring keyframes i - 1, i, i + 1.
+decodes the frames of segment i from the keyframes before, of and after its own (i - 1, i,
+i + 1 with one keyframe per segment).
 
 The method of the "Making music videos with AI" write-up (CMU 16-726, 2022): instead of one
 optimisation step per video frame (Music2Video), each segment gets one keyframe latent
@@ -18,6 +19,18 @@ that boundary and rests at each keyframe. Frames before the first keyframe (the 
 segment 0) and after the last one (the second half of the last segment) hold that keyframe.
 Placing keyframe k at segment k's start instead would make each segment drift toward the *next*
 segment's content and leave the last segment frozen.
+
+Fewer keyframes (``--keyframe_every N`` or ``line``, ours): one keyframe covers N consecutive
+segments (beats in generate.py) or one lyric line (:func:`~metamusic.render.plan.keyframe_groups`),
+so a song costs about N times fewer steps. Its targets are those of the segments it covers, each
+segment's weighted by its share of the keyframe's time (:func:`keyframe_targets`). It sits at the
+middle of its segments, except the first and last keyframes, which sit at the song's start and
+end: held half-groups would be N / 2 beats without any change. The beats between two keyframes
+stay visible through a pulse: frames are interpolated linearly in a warped time that runs fast
+right after every segment boundary and slow before the next
+(:func:`~metamusic.optim.interpolate.interpolate_on_beats`), so the image lurches forward on
+every beat and drifts in between. One keyframe per segment (the default) keeps the eased
+transition described above, which already moves fastest on every segment boundary.
 
 Slerp versus lerp: the frames are quantised after interpolation (nearest codebook vector per
 position, as in every optimisation step), so a latent's norm matters. Two latents that are far
@@ -43,7 +56,7 @@ import torch
 
 from metamusic.errors import InputError
 from metamusic.media.video import FrameWriter
-from metamusic.optim.interpolate import interpolate_latents
+from metamusic.optim.interpolate import interpolate_latents, interpolate_on_beats
 from metamusic.optim.keyframes import (
     _decode_quantised,
     _quantise,
@@ -52,18 +65,46 @@ from metamusic.optim.keyframes import (
     optimise_keyframe_batch,
     optimise_keyframe_chain,
 )
+from metamusic.optim.prompts import Target, mean_targets
 from metamusic.optim.stepper import StepResult, resolve_precision
 from metamusic.render.frame_mode import to_uint8
-from metamusic.render.plan import Task
+from metamusic.render.plan import Plan, Task
 from metamusic.render.tasks import Context, TaskOutput
 from metamusic.song.timeline import Segment, frame_count, frame_schedule
 
 FRAME_BATCH = 4  # frames decoded per decoder call
 
 
-def keyframe_centres(segments: Sequence[Segment]) -> list[float]:
-    """The time of each segment's keyframe: the segment's midpoint, in seconds (see module doc)."""
-    return [(s.start + s.end) / 2 for s in segments]
+def keyframe_centres(segments: Sequence[Segment], groups: Sequence[tuple[int, int]] | None = None,
+                     pin_ends: bool = False) -> list[float]:
+    """The time of each keyframe, in seconds: the midpoint of its segments (see module doc).
+
+    ``groups``: [first, end) segments per keyframe (default: one per segment). ``pin_ends``: the
+    first and last keyframes sit at the song's start and end instead (``--keyframe_every``).
+    """
+    groups = groups if groups is not None else [(i, i + 1) for i in range(len(segments))]
+    times = [(segments[a].start + segments[b - 1].end) / 2 for a, b in groups]
+    if pin_ends and len(times) > 1:
+        times[0], times[-1] = segments[0].start, segments[-1].end
+    return times
+
+
+def plan_keyframe_times(plan: Plan) -> dict[int, float]:
+    """Time of each keyframe of ``plan``, by its name (its first segment)."""
+    groups = plan.keyframe_groups
+    return dict(zip((a for a, _ in groups), keyframe_centres(plan.segments, groups, pin_ends=plan.beat_pulse)))
+
+
+def segment_boundaries(segments: Sequence[Segment]) -> list[float]:
+    """Every segment's start, then the last one's end: the beats the frames pulse with (seconds)."""
+    return [s.start for s in segments] + [segments[-1].end] if segments else []
+
+
+def keyframe_targets(segments: Sequence[Segment], targets: Sequence[Sequence[Target]], first: int,
+                     end: int) -> list[Target]:
+    """The targets of the keyframe covering segments [first, end): the mean of those segments'
+    losses, each weighted by its duration (optim.prompts.mean_targets); one segment: its own targets."""
+    return mean_targets([targets[i] for i in range(first, end)], [segments[i].duration for i in range(first, end)])
 
 
 def keyframe_steps(ctx: Context) -> int:
@@ -89,26 +130,30 @@ def run_keyframes(ctx: Context, task: Task, inputs: dict[str, Any]) -> TaskOutpu
     plan, config = job.plan, job.config
     steps = keyframe_steps(ctx)
     vqgan, perceptor = ctx.models.vqgan, ctx.models.perceptor
-    targets = [job.targets[k] for k in task.segments]
+    positions = plan.task_keyframes(task)
+    groups = [plan.keyframe_groups[g] for g in positions]
+    names = [a for a, _ in groups]  # keyframe k is named after its first segment (also its seeds' index)
+    targets = [keyframe_targets(plan.segments, job.targets, a, b) for a, b in groups]
+    ordinal = dict(zip(names, positions))
     z0 = job.z0.to(device)
 
     def on_step(k: int, i: int, result: StepResult) -> None:
-        ctx.progress.step(task, k, k * steps + i, result)
+        ctx.progress.step(task, k, ordinal[k] * steps + i, result)
 
     if config.keyframes.independent:
         fresh = not (config.prompts.init_image or config.prompts.init_noise)
-        starts = torch.cat([independent_start(vqgan.codebook, z0, plan.seed, k, fresh) for k in task.segments])
-        latents = optimise_keyframe_batch(vqgan, perceptor, job.step, starts, targets, task.segments, steps,
+        starts = torch.cat([independent_start(vqgan.codebook, z0, plan.seed, k, fresh) for k in names])
+        latents = optimise_keyframe_batch(vqgan, perceptor, job.step, starts, targets, names, steps,
                                           plan.seed, on_step=on_step)
         chain_state = None
-    else:
+    else:  # a chain task holds one keyframe
         previous = inputs.get("previous")
         state = None if previous is None else {k: previous[k] for k in ("z", "z_init", "optimiser", "scaler")
                                                if k in previous}
-        latents, chain_state = optimise_keyframe_chain(vqgan, perceptor, job.step, z0, targets, task.segments[0],
+        latents, chain_state = optimise_keyframe_chain(vqgan, perceptor, job.step, z0, targets, names[0],
                                                        steps, plan.seed, state=state, on_step=on_step)
-    output = TaskOutput(steps=steps * len(task.segments))
-    for k, z in zip(task.segments, latents):
+    output = TaskOutput(steps=steps * len(names))
+    for k, z in zip(names, latents):
         state = {"segment": k, "z": z.detach().cpu(), "image": to_uint8(decode_frames(vqgan, z, job.step.precision))}
         if chain_state is not None:  # the next keyframe continues from here
             state.update({key: _cpu(value) for key, value in chain_state.items() if key != "z"})
@@ -122,10 +167,11 @@ def _cpu(value: Any) -> Any:
 
 @torch.no_grad()
 def run_frames(ctx: Context, task: Task, inputs: dict[str, Any]) -> TaskOutput:
-    """Decode segment i's frames from keyframes i - 1, i, i + 1 and write its video.
+    """Decode segment i's frames from the keyframes before, of and after its own, and write its video.
 
-    Frame f (time f / fps) is the interpolated latent at that time, quantised and decoded in
-    batches of FRAME_BATCH; a frame whose codes equal the previous frame's reuses its image.
+    Frame f (time f / fps) is the interpolated latent at that time (eased, or pulsing with the
+    segment boundaries when keyframes span several segments), quantised and decoded in batches of
+    FRAME_BATCH; a frame whose codes equal the previous frame's reuses its image.
     """
     job, device = ctx.job, ctx.device
     plan, config = job.plan, job.config
@@ -135,10 +181,11 @@ def run_frames(ctx: Context, task: Task, inputs: dict[str, Any]) -> TaskOutput:
     output = TaskOutput(frames=f1 - f0)
     if f1 <= f0:
         return output  # a segment shorter than a frame owns none
-    near = sorted(inputs["keyframes"])  # keyframe indices i - 1 .. i + 1 that exist
+    near = sorted(inputs["keyframes"])  # names (first segments) of the keyframes around segment i
     stack = torch.cat([inputs["keyframes"][k].to(device) for k in near])  # (K, C, h, w)
-    centres = keyframe_centres(plan.segments)
+    centres = plan_keyframe_times(plan)
     times = [centres[k] for k in near]
+    beats = segment_boundaries(plan.segments) if plan.beat_pulse else None
     dtype = resolve_precision(job.step.precision, device)
     video = ctx.scratch / f"segment_{i:05d}.mp4"
     method = config.keyframes.interpolation
@@ -147,7 +194,11 @@ def run_frames(ctx: Context, task: Task, inputs: dict[str, Any]) -> TaskOutput:
     with FrameWriter(video, plan.fps, plan.size, crf=config.output.crf) as writer:
         for b0 in range(f0, f1, FRAME_BATCH):
             frames = range(b0, min(f1, b0 + FRAME_BATCH))
-            z = interpolate_latents(stack, times, [f / plan.fps for f in frames], method)  # (T, C, h, w)
+            moments = [f / plan.fps for f in frames]
+            if beats is None:
+                z = interpolate_latents(stack, times, moments, method)  # (T, C, h, w)
+            else:
+                z = interpolate_on_beats(stack, times, moments, beats, method)  # (T, C, h, w)
             z_q = _quantise(ctx.models.vqgan, z)  # (T, C, h, w)
             before = [prev_codes] + [z_q[j : j + 1] for j in range(z_q.shape[0] - 1)]
             new = [j for j in range(z_q.shape[0]) if before[j] is None or not torch.equal(z_q[j : j + 1], before[j])]

@@ -8,6 +8,10 @@ A render is a list of :class:`Task` s, each a unit of work with explicit inputs 
 - keyframe mode: ``keyframes`` tasks (warm-started keyframes are a chain of one keyframe each;
   independent keyframes come in fixed batches of ``--batch_keyframes`` that need nothing), then
   one ``frames`` task per segment that decodes the frames between its neighbouring keyframes.
+  A keyframe covers one segment, or with ``--keyframe_every`` N consecutive segments or one
+  lyric line (:func:`keyframe_groups`); it is named after its first segment (``key_00004.pt``,
+  task ``keyframes_00004``) and its task's ``segments`` are all the segments it covers, so
+  ``--from_segment``, the task records and the storyboard checks work per segment as before.
 
 The plan is a pure function of the configuration and the storyboard, so a resumed or
 distributed render rebuilds exactly the same tasks.
@@ -15,6 +19,7 @@ distributed render rebuilds exactly the same tasks.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -71,14 +76,35 @@ class Plan:
     keyframes: bool
     seed: int
     analysis: Analysis = field(default_factory=Analysis, compare=False)
+    groups: tuple[tuple[int, int], ...] = ()  # keyframe mode: [first, end) segments per keyframe; (): one each
+    beat_pulse: bool = False  # keyframe mode: frames between keyframes pulse with the beats (--keyframe_every)
 
     @property
     def task_by_id(self) -> dict[str, Task]:
         return {t.id: t for t in self.tasks}
 
+    @property
+    def keyframe_groups(self) -> tuple[tuple[int, int], ...]:
+        """[first, end) segments of every keyframe, in order (keyframe mode; () in frame mode)."""
+        if not self.keyframes:
+            return ()
+        return self.groups or tuple((i, i + 1) for i in range(len(self.segments)))
+
+    def group_of(self, segment: int) -> int:
+        """Position of the keyframe that covers ``segment``."""
+        return bisect.bisect_right([a for a, _ in self.keyframe_groups], segment) - 1
+
+    def task_keyframes(self, task: Task) -> list[int]:
+        """Positions of the keyframes a ``keyframes`` task optimises (those whose first segment it holds)."""
+        held = set(task.segments)
+        return [g for g, (a, _) in enumerate(self.keyframe_groups) if a in held]
+
     def to_dict(self) -> dict[str, Any]:
-        return {"fps": self.fps, "duration": self.duration, "size": list(self.size), "keyframes": self.keyframes,
-                "seed": self.seed, "tasks": [t.to_dict() for t in self.tasks]}
+        out = {"fps": self.fps, "duration": self.duration, "size": list(self.size), "keyframes": self.keyframes,
+               "seed": self.seed, "tasks": [t.to_dict() for t in self.tasks]}
+        if self.groups:
+            out["keyframe_groups"] = [list(g) for g in self.groups]
+        return out
 
     def steps_before(self, index: int) -> int:
         """Optimisation steps of the segments before ``index`` (the song step of its first step)."""
@@ -135,31 +161,74 @@ def plain_segments(config: Config) -> list[Segment]:
     return segments
 
 
-def plan_tasks(n_segments: int, *, keyframes: bool, independent: bool = False, batch: int = 1) -> list[Task]:
-    """The tasks of a render of ``n_segments`` segments, in an order that satisfies every ``needs``."""
+def keyframe_groups(segments: Sequence[Segment], every: int | str) -> tuple[tuple[int, int], ...]:
+    """[first, end) segment ranges, one per keyframe, for ``--keyframe_every``.
+
+    A number N: N consecutive segments each (the last keyframe may cover fewer). ``"line"``: a
+    keyframe starts at every segment where a lyric line starts (``lyric_index`` set and differing
+    from the segment before's), so each keyframe covers one line until the next one starts; the
+    segments before the first line (an intro) are one keyframe more.
+    """
+    n = len(segments)
+    if every == "line":
+        firsts = [0] + [i for i in range(1, n) if segments[i].lyric_index is not None
+                        and segments[i].lyric_index != segments[i - 1].lyric_index]
+    elif isinstance(every, int) and not isinstance(every, bool) and every >= 1:
+        firsts = list(range(0, n, every))
+    else:
+        raise InputError(f"--keyframe_every {every}: expected a whole number of segments (beats) >= 1, or line")
+    return tuple((a, b) for a, b in zip(firsts, firsts[1:] + [n]) if b > a)
+
+
+def plan_tasks(n_segments: int, *, keyframes: bool, independent: bool = False, batch: int = 1,
+               groups: Sequence[tuple[int, int]] | None = None) -> list[Task]:
+    """The tasks of a render of ``n_segments`` segments, in an order that satisfies every ``needs``.
+
+    ``groups``: keyframe mode's [first, end) segments per keyframe (default: one per segment).
+    Frames task i needs the keyframes before, of and after segment i's own.
+    """
     if not keyframes:
         return [Task("segment", (i,), (f"segment_{i - 1:05d}",) if i else ()) for i in range(n_segments)]
+    groups = list(groups) if groups is not None else [(i, i + 1) for i in range(n_segments)]
     key_tasks: list[Task] = []
     if independent:
-        for first in range(0, n_segments, max(1, batch)):
-            key_tasks.append(Task("keyframes", tuple(range(first, min(n_segments, first + max(1, batch))))))
+        step = max(1, batch)
+        for g in range(0, len(groups), step):
+            chunk = groups[g : g + step]
+            key_tasks.append(Task("keyframes", tuple(range(chunk[0][0], chunk[-1][1]))))
     else:
-        key_tasks = [Task("keyframes", (i,), (f"keyframes_{i - 1:05d}",) if i else ()) for i in range(n_segments)]
-    holder = {k: t.id for t in key_tasks for k in t.segments}
+        key_tasks = [Task("keyframes", tuple(range(a, b)), (f"keyframes_{groups[g - 1][0]:05d}",) if g else ())
+                     for g, (a, b) in enumerate(groups)]
+    owner = {i: t.id for t in key_tasks for i in t.segments}
+    holder = {g: owner[a] for g, (a, _) in enumerate(groups)}
     frame_tasks = []
-    for i in range(n_segments):
-        needs = sorted({holder[k] for k in (i - 1, i, i + 1) if 0 <= k < n_segments})
-        frame_tasks.append(Task("frames", (i,), tuple(needs)))
+    for g, (a, b) in enumerate(groups):
+        needs = tuple(sorted({holder[h] for h in (g - 1, g, g + 1) if 0 <= h < len(groups)}))
+        frame_tasks += [Task("frames", (i,), needs) for i in range(a, b)]
     return key_tasks + frame_tasks
+
+
+def task_steps(config: Config, plan: Plan, task: Task) -> int:
+    """Optimisation steps ``task`` runs: its segment's, or --keyframe_steps (capped in a preview) per keyframe."""
+    if task.kind == "segment":
+        return plan.segments[task.segments[0]].steps
+    if task.kind == "keyframes":
+        steps = config.keyframes.steps
+        if config.output.preview:
+            steps = min(steps, config.output.preview_steps)
+        return steps * len(plan.task_keyframes(task))
+    return 0
 
 
 def make_plan(config: Config, inputs: Inputs, segments: Sequence[Segment], analysis: Analysis) -> Plan:
     """The plan of a render of ``segments`` (the storyboard) with this configuration."""
     kcfg = config.keyframes
     duration = float(inputs.duration) if inputs.audio is not None else float(segments[-1].end)
-    tasks = plan_tasks(len(segments), keyframes=kcfg.enabled, independent=kcfg.independent, batch=kcfg.batch)
+    groups = keyframe_groups(segments, kcfg.every) if kcfg.enabled and kcfg.every != 1 else ()
+    tasks = plan_tasks(len(segments), keyframes=kcfg.enabled, independent=kcfg.independent, batch=kcfg.batch,
+                       groups=groups or None)
     return Plan(tuple(segments), tuple(tasks), float(config.output.fps), duration, tuple(inputs.size),
-                bool(kcfg.enabled), int(config.seed), analysis)
+                bool(kcfg.enabled), int(config.seed), analysis, groups=groups, beat_pulse=bool(groups))
 
 
 def pending_tasks(plan: Plan, finished: set[str]) -> list[Task]:

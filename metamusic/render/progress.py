@@ -9,7 +9,7 @@ from tqdm import tqdm
 
 from metamusic.config import Config
 from metamusic.optim.stepper import StepResult
-from metamusic.render.plan import Plan, Task
+from metamusic.render.plan import Plan, Task, task_steps
 from metamusic.runfolder import RunFolder
 from metamusic.song.timeline import frame_schedule
 
@@ -24,7 +24,7 @@ class ConsoleProgress:
     def __init__(self, config: Config, plan: Plan, run: RunFolder, pending: Sequence[Task]):
         self.config = config
         self.run = run
-        steps = sum(_task_steps(config, plan, t) for t in pending)
+        steps = sum(task_steps(config, plan, t) for t in pending)
         frame_tasks = [t.segments[0] for t in pending if t.kind == "frames"]
         spans = frame_schedule(list(plan.segments), plan.fps) if frame_tasks else []
         frames = sum(spans[i].n_frames for i in frame_tasks)
@@ -75,15 +75,3 @@ class ConsoleProgress:
         for bar in (self.steps_bar, self.frames_bar):
             if bar is not None:
                 bar.close()
-
-
-def _task_steps(config: Config, plan: Plan, task: Task) -> int:
-    """Optimisation steps a task will run (for the bar's total)."""
-    if task.kind == "segment":
-        return plan.segments[task.segments[0]].steps
-    if task.kind == "keyframes":
-        steps = config.keyframes.steps
-        if config.output.preview:
-            steps = min(steps, config.output.preview_steps)
-        return steps * len(task.segments)
-    return 0

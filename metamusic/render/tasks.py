@@ -79,7 +79,11 @@ class TaskOutput:
 
 
 def load_inputs(run: RunFolder, plan: Plan, task: Task) -> dict[str, Any]:
-    """The recorded outputs a task starts from: the previous state or keyframe(s) it needs."""
+    """The recorded outputs a task starts from: the previous state or keyframe(s) it needs.
+
+    A frames task gets the latents of the keyframes before, of and after its segment's, by the
+    name of their first segment (with one keyframe per segment: segments i - 1, i, i + 1).
+    """
     i = task.segments[0]
     if task.kind == "segment":
         state = run.load_state(i - 1) if i else None
@@ -87,12 +91,14 @@ def load_inputs(run: RunFolder, plan: Plan, task: Task) -> dict[str, Any]:
             raise InputError(f"{run.state_path(i - 1)}: missing; segment {i} starts from it "
                              f"(re-render with --from_segment 0)")
         return {"state": state}
+    groups = plan.keyframe_groups  # keyframe g is named after its first segment, groups[g][0]
+    g = plan.group_of(i)
     if task.kind == "keyframes":
-        return {"previous": run.load_keyframe(i - 1) if task.needs else None}
-    n = len(plan.segments)
+        return {"previous": run.load_keyframe(groups[g - 1][0]) if task.needs else None}
     keys = {}
-    for k in (i - 1, i, i + 1):
-        if 0 <= k < n:
+    for h in (g - 1, g, g + 1):
+        if 0 <= h < len(groups):
+            k = groups[h][0]
             state = run.load_keyframe(k)
             if state is None:
                 raise RuntimeError(f"{run.keyframe_path(k)}: keyframe missing for task {task.id}")
