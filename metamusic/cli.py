@@ -128,7 +128,7 @@ FLAGS: tuple[Flag, ...] = (
         "keyframes",
         _f("--keyframes", "keyframes.enabled",
            "optimise one keyframe per segment and interpolate the frames between", action="store_true"),
-        _f("--keyframe_steps", "keyframes.steps", "optimisation steps per keyframe", type=int),
+        _f("--keyframe_steps", "keyframes.steps", "optimisation steps per keyframe (default: 20 warm-started, 50 with --independent_keyframes)", type=int),
         _f("--independent_keyframes", "keyframes.independent",
            "start every keyframe from a fresh latent instead of the previous keyframe", action="store_true"),
         _f("--batch_keyframes", "keyframes.batch", "independent keyframes optimised together in one batch", type=int),

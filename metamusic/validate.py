@@ -71,7 +71,8 @@ def validate(config: Config) -> None:
     _choice("--caption_position", o.caption_position, CAPTION_POSITIONS)
     _integer("--preview_steps", o.preview_steps, "a number of steps >= 1", lo=1)
 
-    _integer("--keyframe_steps", k.steps, "a number of steps >= 1", lo=1)
+    if k.steps is not None:
+        _integer("--keyframe_steps", k.steps, "a number of steps >= 1", lo=1)
     _integer("--batch_keyframes", k.batch, "a number of keyframes >= 1", lo=1)
     _choice("--interpolation", k.interpolation, INTERPOLATIONS)
     _keyframe_every(config)

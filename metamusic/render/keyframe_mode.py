@@ -110,7 +110,7 @@ def keyframe_targets(segments: Sequence[Segment], targets: Sequence[Sequence[Tar
 def keyframe_steps(ctx: Context) -> int:
     """Optimisation steps per keyframe (capped by --preview_steps in a preview)."""
     config = ctx.job.config
-    steps = int(config.keyframes.steps)
+    steps = config.keyframes.per_keyframe_steps()
     return min(steps, config.output.preview_steps) if config.output.preview else steps
 
 
@@ -221,7 +221,7 @@ def check_keyframe_settings(config: Any) -> None:
     kcfg = config.keyframes
     if kcfg.interpolation not in INTERPOLATIONS:
         raise InputError(f"--interpolation {kcfg.interpolation}: expected one of {' '.join(INTERPOLATIONS)}")
-    if kcfg.steps < 1:
+    if kcfg.per_keyframe_steps() < 1:
         raise InputError(f"--keyframe_steps {kcfg.steps}: every keyframe needs at least one step")
     if kcfg.batch < 1:
         raise InputError(f"--batch_keyframes {kcfg.batch}: must be at least 1")

@@ -213,7 +213,7 @@ def task_steps(config: Config, plan: Plan, task: Task) -> int:
     if task.kind == "segment":
         return plan.segments[task.segments[0]].steps
     if task.kind == "keyframes":
-        steps = config.keyframes.steps
+        steps = config.keyframes.per_keyframe_steps()
         if config.output.preview:
             steps = min(steps, config.output.preview_steps)
         return steps * len(plan.task_keyframes(task))
