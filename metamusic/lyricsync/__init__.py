@@ -89,16 +89,27 @@ def load_song(path: str | Path) -> np.ndarray:
 
 
 def recognise_words(model: Any, samples: np.ndarray, language: str | None = None) -> list[Word]:
-    """Whisper's words with their times for 16 kHz mono ``samples`` (greedy, word timestamps)."""
+    """Whisper's words with their times for 16 kHz mono ``samples`` (greedy, word timestamps).
+
+    Whisper's word timing (numba) raises torch's intra-op thread count as a side effect; it is
+    put back afterwards, so the render that follows keeps the threads it was given
+    (``OMP_NUM_THREADS``, Ray's per-task CPUs).
+    """
+    import torch
+
     from metamusic.models.whisper_loader import import_whisper
 
-    whisper = import_whisper()
-    duration = len(samples) / WHISPER_RATE
-    result = whisper.transcribe(
-        model, np.ascontiguousarray(samples, dtype=np.float32), temperature=0.0, word_timestamps=True,
-        condition_on_previous_text=False, language=language, verbose=None,
-        fp16=next(model.parameters()).device.type == "cuda",
-    )
+    threads = torch.get_num_threads()
+    try:
+        whisper = import_whisper()
+        duration = len(samples) / WHISPER_RATE
+        result = whisper.transcribe(
+            model, np.ascontiguousarray(samples, dtype=np.float32), temperature=0.0, word_timestamps=True,
+            condition_on_previous_text=False, language=language, verbose=None,
+            fp16=next(model.parameters()).device.type == "cuda",
+        )
+    finally:
+        torch.set_num_threads(threads)
     words = []
     for segment in result.get("segments", []):
         for w in segment.get("words", []):

@@ -60,6 +60,23 @@ def test_the_tiny_model_recognises_words_inside_the_song(recognised, song_wav):
     assert [w.start for w in recognised] == sorted(w.start for w in recognised)
 
 
+def test_recognition_leaves_torch_thread_count_as_it_was(tiny_models, song_wav):
+    """Whisper's word timing raised torch's threads to the core count; the render after it must
+    keep the count it was given (oversubscribed threads slow every later step)."""
+    import torch
+
+    from metamusic.models.whisper_loader import load_whisper
+
+    model = load_whisper(tiny_models["whisper"])
+    given = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        lyricsync.recognise_words(model, lyricsync.load_song(song_wav), language="en")
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(given)
+
+
 def test_transcribe_writes_a_music2video_csv_that_metamusic_reads(tiny_models, song_wav, recognised, tmp_path,
                                                                    capsys):
     out = tmp_path / "song.csv"
