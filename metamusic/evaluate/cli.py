@@ -57,6 +57,7 @@ class _Plan:
     segments: list[Any] | None
     outdir: Path
     fps: float | None = None  # a run folder's configured frame rate
+    render: dict[str, Any] | None = None  # a run folder's run.json totals
 
 
 def _resolve(args: argparse.Namespace) -> _Plan:
@@ -66,6 +67,7 @@ def _resolve(args: argparse.Namespace) -> _Plan:
     target = Path(args.video).expanduser()
     models = ModelConfig()
     audio, lyrics, fmt, segments, fps = args.audio_prompt, args.lyrics, args.lyrics_format, None, None
+    render = None
     if target.is_dir():
         from metamusic.runfolder import RunFolder
 
@@ -81,6 +83,7 @@ def _resolve(args: argparse.Namespace) -> _Plan:
             lyrics, fmt = config.music.lyrics, fmt or config.music.lyrics_format
         if run.storyboard_path.is_file():
             segments = run.read_storyboard()
+        render = _render_totals(run)
         out = Path(config.output.output).expanduser()
         video = out if out.suffix.lower() == ".mp4" else out.with_suffix(".mp4")
         if not video.is_file():
@@ -102,7 +105,16 @@ def _resolve(args: argparse.Namespace) -> _Plan:
         audio = str(video)  # the video's own sound track (checked to exist below)
         log.info("no -ap given: using the sound track of %s", video)
     return _Plan(video, Path(audio).expanduser(), Path(lyrics).expanduser() if lyrics else None, fmt, models,
-                 segments, Path(args.output).expanduser() if args.output else default_out, fps)
+                 segments, Path(args.output).expanduser() if args.output else default_out, fps, render)
+
+
+def _render_totals(run: Any) -> dict[str, Any] | None:
+    """What the render cost, from run.json's totals (written by the renderer), or None if absent."""
+    totals = run.read_info().get("totals")
+    if not isinstance(totals, dict) or not isinstance(totals.get("steps"), (int, float)):
+        return None
+    keys = ("tasks", "tasks_finished", "steps", "frames", "seconds")
+    return {k: totals[k] for k in keys if isinstance(totals.get(k), (int, float))}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -153,6 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # 3. Score and report.
     result = evaluate(plan.video, audio, lyrics, perceptor, wav2clip, segments=plan.segments,
                       every=args.every, batch=args.batch, fps=plan.fps)
+    result.render = plan.render
     paths = write_report(result, plan.outdir)
     o, s = result.overall, result.sync
     fmt = lambda x: "n/a" if not math.isfinite(x) else f"{x:.4f}"  # noqa: E731
@@ -161,5 +174,9 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"smoothness {fmt(o['smoothness'])}  pixel change {fmt(o['pixel_change'])}")
     print(f"A/V: video {s['video_duration']:.3f} s, audio {s['audio_duration']:.3f} s "
           f"({'in sync' if s['within_one_frame'] else 'OUT OF SYNC'}, {s['difference']:+.3f} s)")
+    if plan.render is not None:
+        r = plan.render
+        print(f"render (run.json): {r['steps']} optimisation steps, {r.get('seconds', 0.0):.1f} s over "
+              f"{r.get('tasks_finished', '?')} of {r.get('tasks', '?')} tasks")
     print(f"wrote {paths['csv']}, {paths['json']}, {paths['plot']}")
     return 0

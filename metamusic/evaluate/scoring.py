@@ -63,6 +63,7 @@ class EvaluationResult:
     sync: dict[str, Any]
     lyric_marks: list[tuple[float, str]] = field(default_factory=list)
     beats: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    render: dict[str, Any] | None = None  # a run folder's run.json totals (steps, frames, seconds)
 
     def summary(self) -> dict[str, Any]:
         """JSON-friendly summary (nan -> None)."""
@@ -80,6 +81,7 @@ class EvaluationResult:
             "largest_jump": self.largest_jump,
             "largest_pixel_jump": self.largest_pixel_jump,
             "av_sync": self.sync,
+            **({} if self.render is None else {"render": self.render}),
         })
 
 

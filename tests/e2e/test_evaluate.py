@@ -258,6 +258,7 @@ def test_cli_writes_csv_json_and_plot(tiny_models, media, tmp_path):
     assert 0 < summary["overall"]["smoothness"] <= 1
     assert (out / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(out.glob(".*partial*"))  # atomic writes leave no temporary file
+    assert "render" not in summary  # a bare video has no run.json to report
 
 
 def test_cli_reads_a_run_folder(tiny_models, media, tmp_path):
@@ -279,9 +280,11 @@ def test_cli_reads_a_run_folder(tiny_models, media, tmp_path):
               (2.4, 4.0, "audio", None)]
     run.write_storyboard([Segment(i, a, b, 3, k, t, None if t is None else 0, 1.0 if t else 0.0, 0.0 if t else 1.0, a, b)
                           for i, (a, b, k, t) in enumerate(bounds)])
+    run.write_info({"totals": {"tasks": 4, "tasks_finished": 4, "steps": 12, "frames": 40, "seconds": 3.5}})
     out = tmp_path / "report"
     proc = run_cli([str(run.root), "-gid", "cpu", "-o", str(out)], tmp_path)
     assert proc.returncode == 0, proc.stderr
+    assert "render (run.json): 12 optimisation steps, 3.5 s over 4 of 4 tasks" in proc.stdout
     rows = read_csv(out / "metrics.csv")
     assert [(r["start"], r["kind"]) for r in rows] == [("0.000", "audio"), ("0.500", "text"), ("1.700", "audio"),
                                                           ("2.400", "audio")]
@@ -290,6 +293,7 @@ def test_cli_reads_a_run_folder(tiny_models, media, tmp_path):
     assert [int(r["n_frames"]) for r in rows] == [5, 12, 7, 6]  # the video stops 1 s early
     summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     assert summary["segment_source"] == "storyboard"
+    assert summary["render"] == {"tasks": 4, "tasks_finished": 4, "steps": 12, "frames": 40, "seconds": 3.5}
     assert summary["av_sync"]["within_one_frame"] is False
     assert summary["av_sync"]["difference"] == pytest.approx(-1.0, abs=0.01)
 
