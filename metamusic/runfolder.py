@@ -91,6 +91,10 @@ class RunFolder:
     def progress_png(self) -> Path:
         return self.root / "progress.png"
 
+    def storyboard_page(self, page: int) -> Path:
+        """The picture of storyboard page ``page`` (0-based): ``storyboard_001.png``, ..."""
+        return self.root / f"storyboard_{page + 1:03d}.png"
+
     def segment_video(self, index: int) -> Path:
         return self.segments_dir / f"segment_{index:05d}.mp4"
 

@@ -49,11 +49,6 @@ def panel_image(run: RunFolder, plan: Plan, index: int) -> torch.Tensor | None:
 PANELS_PER_PAGE = 48  # storyboard pages: 6 columns x 8 rows
 
 
-def storyboard_page(run: RunFolder, page: int) -> Path:
-    """The file of storyboard page ``page`` (0-based): ``storyboard_001.png``, ..."""
-    return run.root / f"storyboard_{page + 1:03d}.png"
-
-
 def write_contact_sheet(run: RunFolder, plan: Plan, upto: int) -> int:
     """The storyboard page holding segment ``upto``: the picture of each of its finished segments
     with its time and prompt. Returns the number of panels drawn.
@@ -72,7 +67,7 @@ def write_contact_sheet(run: RunFolder, plan: Plan, upto: int) -> int:
         return 0
     panels = ((img[0].permute(1, 2, 0).numpy(), panel_caption(seg.index, seg.start, seg.end, seg.kind, seg.text))
               for seg, img in images)
-    return contact_sheet(panels, storyboard_page(run, page))
+    return contact_sheet(panels, run.storyboard_page(page))
 
 
 def write_storyboard_pages(run: RunFolder, plan: Plan) -> int:

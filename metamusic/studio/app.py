@@ -244,6 +244,14 @@ def downloads(project: Path, video: Path, run_dir: Path) -> list[str]:
 # The page
 
 
+def first_storyboard_page(run_dir: Path) -> str | None:
+    """The run's first storyboard page (the one a short song fits on), if it has been drawn."""
+    from metamusic.runfolder import RunFolder
+
+    page = RunFolder(run_dir).storyboard_page(0)
+    return str(page) if page.is_file() else None
+
+
 def _fail(exc: MetaMusicError) -> str:
     """The status line of an error."""
     return f"**error:** {exc}"
@@ -304,7 +312,7 @@ class Actions:
             log = project / ("preview.log" if preview else "render.log")
             proc = self.studio.start(argv, log, _INTERPOLATE if s.mode == "interpolate" else _GENERATE)
         except MetaMusicError as exc:
-            yield _fail(exc), gr.update(), gr.update(), gr.update(), gr.update()
+            yield _fail(exc), gr.update(), gr.update(), gr.update(), gr.update(), gr.update()
             return
         started = time.time()
         frame = run_dir / "progress.png"
@@ -313,21 +321,21 @@ class Actions:
             progress = read_progress(run_dir, started, done_before)
             line = progress.line() if progress else "loading the models..."
             yield (f"{what}: {line}", str(frame) if frame.is_file() else gr.update(), gr.update(), gr.update(),
-                   gr.update())
+                   gr.update(), gr.update())
             time.sleep(0.5)
         if proc.returncode == 130:
             message = f"{what} cancelled; {run_dir.name} keeps its finished segments: press the button again to resume"
-            yield message, gr.update(), gr.update(), gr.update(), gr.update()
+            yield message, gr.update(), gr.update(), gr.update(), gr.update(), gr.update()
             return
         if proc.returncode != 0 or not video.is_file():
-            yield _fail(last_error(log)), gr.update(), gr.update(), gr.update(), gr.update()
+            yield _fail(last_error(log)), gr.update(), gr.update(), gr.update(), gr.update(), gr.update()
             return
         vtt = captions_vtt(video)
         table = storyboard_rows(self.studio.storyboard(project))
         yield (f"{what} finished: {video.name} ({time.time() - started:.0f} s)",
                str(frame) if frame.is_file() else gr.update(),
                gr.update(value=str(video), subtitles=str(vtt) if vtt else None),
-               downloads(project, video, run_dir), table)
+               downloads(project, video, run_dir), table, first_storyboard_page(run_dir))
 
     def evaluate(self, name):
         """Score the project's video with evaluate.py: its plot, summary and a status line."""
@@ -414,13 +422,15 @@ def build(studio: Studio):
         with gr.Row():
             frame = gr.Image(label="current frame", type="filepath", interactive=False, elem_id="frame")
             video = gr.Video(label="video", interactive=False, elem_id="video")
+        pages = gr.Image(label="storyboard, first page (storyboard_001.png in the run folder)", type="filepath",
+                         interactive=False, elem_id="storyboard_page")
         files = gr.File(label="downloads", file_count="multiple", interactive=False, elem_id="downloads")
         with gr.Row():
             plot = gr.Image(label="evaluation", type="filepath", interactive=False, elem_id="plot")
             summary = gr.JSON(label="evaluation summary", elem_id="summary")
 
         load.click(act.load_song, [song, lyrics, *controls], [project, timeline, table, status, runs])
-        outputs = [status, frame, video, files, table]
+        outputs = [status, frame, video, files, table, pages]
         preview.click(lambda *a: (yield from act.render(*a, preview=True)), [project, table, *controls], outputs)
         render_button.click(lambda *a: (yield from act.render(*a, preview=False)), [project, table, *controls], outputs)
         cancel.click(studio.cancel, None, status)

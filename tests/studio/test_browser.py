@@ -150,6 +150,9 @@ def test_studio_end_to_end(studio, browser, song_and_lyrics):
     assert json.loads((run / "run.json").read_text())["this_run"]["tasks_run"] == len(names) - edit
     assert "a lighthouse at night" in (run / "storyboard.yaml").read_text()
     page.locator("#downloads").wait_for()
+    # the run folder's first storyboard page is shown once the render is done
+    page.wait_for_function(
+        "() => { const i = document.querySelector('#storyboard_page img'); return i && i.naturalWidth > 100; }")
     # 5. evaluate.py on the result
     _click(page, "#evaluate")
     _wait_status(page, "evaluated video.mp4", 300)
