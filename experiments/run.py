@@ -27,9 +27,8 @@ Named steps of :func:`main`:
    OUTDIR/NAME/evaluation/.
 5. ``write_results``: OUTDIR/results.md (markdown table), results.csv, comparison.png.
 
-Exit status: 0 when every selected configuration rendered and was scored (a configuration the
-renderer does not support yet is "skipped", not failed), 1 when any failed (reported in the
-table's status column), 2 for bad input (one line, before anything is rendered).
+Exit status: 0 when every selected configuration rendered and was scored, 1 when any failed
+(reported in the table's status column), 2 for bad input (one line, before anything is rendered).
 """
 
 from __future__ import annotations
@@ -362,7 +361,7 @@ class Experiment:
     description: str
     argv: list[str]
     folder: Path
-    status: str = "pending"  # "ok" | "failed" | "skipped"
+    status: str = "pending"  # "ok" | "failed"
     note: str = ""
     steps: int | None = None
     render_seconds: float = math.nan
