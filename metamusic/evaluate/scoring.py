@@ -191,6 +191,108 @@ def _load_inputs(video: Any, audio: Any, lyrics: Any) -> tuple[Path, Any, Any]:
     return Path(video), audio, lyrics
 
 
+def _probe_video(video: Path) -> Any:
+    """ffprobe facts of ``video``; InputError when it has no video frames."""
+    from metamusic.media.video import probe
+
+    info = probe(video)
+    if not info.has_video or not info.fps or not info.video_frames:
+        raise InputError(f"{video}: no video frames to evaluate")
+    return info
+
+
+def _frame_times(video: Path, info: Any, fps: float | None) -> tuple[np.ndarray, float, float]:
+    """(all frame times (N,), frame rate, video seconds): the run's rate if given, else the frames' timestamps."""
+    from metamusic.media.video import frame_timing
+
+    if fps is None and info.video_frames > 1:
+        return frame_clock(frame_timing(video).times())
+    # a run's configured rate; a one-frame video has no interval to measure
+    return frame_clock(np.zeros(info.video_frames), fps or float(info.fps))
+
+
+def _choose_segments(segments: Sequence[Any] | None, lyrics: Any, audio: Any) -> tuple[list[Any], str]:
+    """(segments to score, their source): the storyboard, else lyric intervals, else 2 s windows."""
+    if segments:
+        return _from_storyboard(segments, lyrics), "storyboard"
+    if lyrics is not None and lyrics.lines:
+        return lyric_segments(lyrics, audio.duration), "lyrics"
+    return fixed_windows(audio.duration), "windows"
+
+
+def _stream_video(
+    video: Path, perceptor: Any, every: int, batch: int, n_times: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Decode ``video``: evaluated frame numbers (M,), CLIP embeddings (M, D), pixel changes (M - 1,).
+
+    Frames past the ``n_times`` timestamps known for the video are dropped.
+    """
+    from metamusic.media.video import read_frames
+
+    index, embeds, pair_pixel = _embed_video(read_frames(video), perceptor, every, batch)
+    if len(index) == 0:
+        raise InputError(f"{video}: no frame could be decoded")
+    index = index[index < n_times]  # a decoder never yields more frames than packets; be safe
+    return index, embeds[: len(index)], pair_pixel[: max(0, len(index) - 1)]
+
+
+def _frame_scores(
+    embeds: np.ndarray, owner: np.ndarray, evals: Sequence[Any],
+    text_e: dict[str, np.ndarray], audio_e: list[np.ndarray],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-frame text and audio alignment (M,) against the targets of each frame's segment; nan outside."""
+    text_scores = np.full(len(embeds), math.nan)
+    audio_scores = np.full(len(embeds), math.nan)
+    for j, seg in enumerate(evals):
+        mask = owner == j
+        if not mask.any():
+            continue
+        audio_scores[mask] = audio_alignment(embeds[mask], audio_e[j])
+        if seg.text:
+            text_scores[mask] = text_alignment(embeds[mask], text_e[seg.text])
+    return text_scores, audio_scores
+
+
+def _segment_rows(
+    evals: Sequence[Any], owner: np.ndarray, text_scores: np.ndarray, audio_scores: np.ndarray,
+    pair_cos: np.ndarray, pair_pixel: np.ndarray,
+) -> list[SegmentMetrics]:
+    """One SegmentMetrics per segment: mean scores of its frames and of the pairs ending in it."""
+    pair_owner = owner[1:]  # a pair belongs to the segment of its second frame
+    rows = []
+    for j, seg in enumerate(evals):
+        mask, pmask = owner == j, pair_owner == j
+        rows.append(SegmentMetrics(
+            seg.index, seg.start, seg.end, seg.kind, seg.text, int(mask.sum()),
+            _nanmean(text_scores[mask]), _nanmean(audio_scores[mask]),
+            _nanmean(pair_cos[pmask]), _nanmean(pair_pixel[pmask]),
+        ))
+    return rows
+
+
+def _overall(
+    text_scores: np.ndarray, audio_scores: np.ndarray, pair_cos: np.ndarray, pair_pixel: np.ndarray
+) -> dict[str, float]:
+    """Mean of each score over the whole video (nan ignored)."""
+    return {
+        "text_alignment": _nanmean(text_scores),
+        "audio_alignment": _nanmean(audio_scores),
+        "smoothness": _nanmean(pair_cos),
+        "pixel_change": _nanmean(pair_pixel),
+    }
+
+
+def _jump(
+    changes: np.ndarray, times: np.ndarray, index: np.ndarray, owner: np.ndarray, evals: Sequence[Any]
+) -> dict[str, Any]:
+    """The largest of the consecutive ``changes``: video frame, time, value and segment (None when none)."""
+    i, t, v = largest_jump(changes, times)
+    frame = int(index[i + 1]) if i >= 0 else None
+    seg = int(owner[i + 1]) if i >= 0 and owner[i + 1] >= 0 else None
+    return {"frame": frame, "time": t, "value": v,
+            "segment": evals[seg].index if seg is not None else None}
+
+
 def evaluate(
     video: str | Path,
     audio: Any,
@@ -207,33 +309,18 @@ def evaluate(
     ``segments``: storyboard Segments of the run (else lyric intervals or 2 s windows).
     ``fps``: the run's configured frame rate (frame k at k / fps); else the frames' timestamps.
     """
-    from metamusic.media.video import frame_timing, probe, read_frames
     from metamusic.song.timeline import detect_beats
 
     if every < 1 or batch < 1:
         raise InputError(f"--every and --batch must be >= 1, got {every} and {batch}")
     # 1. Inputs and the segmentation.
     video, audio, lyrics = _load_inputs(video, audio, lyrics)
-    info = probe(video)
-    if not info.has_video or not info.fps or not info.video_frames:
-        raise InputError(f"{video}: no video frames to evaluate")
-    if fps is None and info.video_frames > 1:
-        all_times, fps, video_seconds = frame_clock(frame_timing(video).times())
-    else:  # a run's configured rate; a one-frame video has no interval to measure
-        all_times, fps, video_seconds = frame_clock(np.zeros(info.video_frames), fps or float(info.fps))
-    if segments:
-        evals, source = _from_storyboard(segments, lyrics), "storyboard"
-    elif lyrics is not None and lyrics.lines:
-        evals, source = lyric_segments(lyrics, audio.duration), "lyrics"
-    else:
-        evals, source = fixed_windows(audio.duration), "windows"
+    info = _probe_video(video)
+    all_times, fps, video_seconds = _frame_times(video, info, fps)
+    evals, source = _choose_segments(segments, lyrics, audio)
 
     # 2. Stream the video: CLIP embeddings (M, D) and pixel changes (M - 1,).
-    index, embeds, pair_pixel = _embed_video(read_frames(video), perceptor, every, batch)
-    if len(index) == 0:
-        raise InputError(f"{video}: no frame could be decoded")
-    index = index[index < len(all_times)]  # a decoder never yields more frames than packets; be safe
-    embeds, pair_pixel = embeds[: len(index)], pair_pixel[: max(0, len(index) - 1)]
+    index, embeds, pair_pixel = _stream_video(video, perceptor, every, batch, len(all_times))
     times = all_times[index]  # (M,)
     slot = np.rint(times * fps).astype(np.int64)  # (M,) the frame slot each frame fills at the video's rate
     owner = segment_of_frames(slot, evals, fps)  # (M,)
@@ -243,50 +330,23 @@ def evaluate(
     audio_e = [_embed_audio(wav2clip, audio, s.start, s.end, perceptor.device) for s in evals]
 
     # 4. Per-frame and per-pair scores.
-    text_scores = np.full(len(index), math.nan)
-    audio_scores = np.full(len(index), math.nan)
-    for j, seg in enumerate(evals):
-        mask = owner == j
-        if not mask.any():
-            continue
-        audio_scores[mask] = audio_alignment(embeds[mask], audio_e[j])
-        if seg.text:
-            text_scores[mask] = text_alignment(embeds[mask], text_e[seg.text])
+    text_scores, audio_scores = _frame_scores(embeds, owner, evals, text_e, audio_e)
     _, pair_cos = temporal_smoothness(embeds)
-    pair_owner = owner[1:]  # a pair belongs to the segment of its second frame
 
     # 5. Per-segment and overall numbers.
-    rows = []
-    for j, seg in enumerate(evals):
-        mask, pmask = owner == j, pair_owner == j
-        rows.append(SegmentMetrics(
-            seg.index, seg.start, seg.end, seg.kind, seg.text, int(mask.sum()),
-            _nanmean(text_scores[mask]), _nanmean(audio_scores[mask]),
-            _nanmean(pair_cos[pmask]), _nanmean(pair_pixel[pmask]),
-        ))
-    overall = {
-        "text_alignment": _nanmean(text_scores),
-        "audio_alignment": _nanmean(audio_scores),
-        "smoothness": _nanmean(pair_cos),
-        "pixel_change": _nanmean(pair_pixel),
-    }
+    rows = _segment_rows(evals, owner, text_scores, audio_scores, pair_cos, pair_pixel)
+    overall = _overall(text_scores, audio_scores, pair_cos, pair_pixel)
 
     # 6. Largest jumps and A/V sync.
-    def jump(changes: np.ndarray) -> dict[str, Any]:
-        i, t, v = largest_jump(changes, times)
-        frame = int(index[i + 1]) if i >= 0 else None
-        seg = int(owner[i + 1]) if i >= 0 and owner[i + 1] >= 0 else None
-        return {"frame": frame, "time": t, "value": v,
-                "segment": evals[seg].index if seg is not None else None}
-
     lyric_marks = [(ln.start, ln.text) for ln in lyrics.lines] if lyrics is not None else []
     return EvaluationResult(
         video=video, audio=audio.path, fps=fps, video_frames=int(info.video_frames), every=every,
         clip_model=str(getattr(perceptor, "name", "")), segment_source=source,
         frame_index=index, frame_time=times, text_scores=text_scores, audio_scores=audio_scores,
         pair_cosine=pair_cos, pair_pixel=pair_pixel, segments=rows, overall=overall,
-        largest_jump={**jump(1.0 - pair_cos), "measure": "1 - cosine of consecutive CLIP embeddings"},
-        largest_pixel_jump={**jump(pair_pixel), "measure": "mean absolute pixel change"},
+        largest_jump={**_jump(1.0 - pair_cos, times, index, owner, evals),
+                      "measure": "1 - cosine of consecutive CLIP embeddings"},
+        largest_pixel_jump={**_jump(pair_pixel, times, index, owner, evals), "measure": "mean absolute pixel change"},
         sync=av_sync(video_seconds, audio.duration, fps),
         lyric_marks=lyric_marks, beats=np.asarray(detect_beats(audio), dtype=np.float64),
     )
