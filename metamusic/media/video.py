@@ -571,6 +571,85 @@ def first_mismatch(infos: Sequence[MediaInfo]) -> tuple[MediaInfo, str] | None:
     return None
 
 
+def _check_concat_inputs(
+    paths: list[Path],
+    audio: Path | str | None,
+    audio_offset: float,
+    duration: float | None,
+    infos: Sequence[MediaInfo] | None,
+) -> tuple[Sequence[MediaInfo], Path | None]:
+    """Refuse what concat_videos cannot join; return the segments' probes and the audio path."""
+    if not paths:
+        raise InputError("nothing to concatenate: no video files given")
+    if audio_offset < 0:
+        raise InputError(f"audio offset must be >= 0 seconds, got {audio_offset}")
+    if duration is not None and not (math.isfinite(duration) and duration > 0):
+        raise InputError(f"duration must be a positive number of seconds, got {duration}")
+    if infos is None:
+        infos = [probe(p) for p in paths]
+    for info in infos:
+        if not info.has_video:
+            raise InputError(f"{info.path}: no video stream")
+    if audio is not None:
+        audio = Path(audio)
+        if not probe(audio, count_frames=False).has_audio:
+            raise InputError(f"{audio}: no audio stream")
+    return infos, audio
+
+
+def _concat_plan(
+    infos: Sequence[MediaInfo], reencode: bool | None, duration: float | None
+) -> tuple[bool, float, int, int]:
+    """(copy the streams?, output fps, frames in all segments, frames to write) for concat_videos."""
+    mismatch = first_mismatch(infos)
+    if reencode is False and mismatch is not None:
+        bad, why = mismatch
+        raise InputError(f"{bad.path}: cannot join without re-encoding: {why}; pass --reencode to re-encode")
+    copy = not reencode and mismatch is None
+    fps = float(infos[0].fps)
+    total = sum(int(i.video_frames) for i in infos) if copy else sum(
+        round(int(i.video_frames) / float(i.fps) * fps) for i in infos)
+    frames = total if duration is None else max(1, min(total, round(duration * fps)))
+    return copy, fps, total, frames
+
+
+def _concat_args(
+    list_name: str,
+    tmp: Path,
+    first: MediaInfo,
+    audio: Path | None,
+    audio_offset: float,
+    duration: float | None,
+    copy: bool,
+    fps: float,
+    total: int,
+    frames: int,
+) -> list[str]:
+    """ffmpeg arguments joining the segments named in the ``list_name`` concat file into ``tmp``."""
+    args = ["-loglevel", "error", "-y", "-f", "concat", "-safe", "0", "-i", list_name]
+    if audio is not None:
+        if audio_offset > 0:
+            args += ["-ss", f"{audio_offset:.6f}"]
+        # the audio lasts exactly `duration` (or the video's length), never beyond the segments
+        audio_seconds = min(duration, total / fps) if duration is not None else frames / fps
+        args += ["-t", f"{audio_seconds:.6f}"]
+        args += ["-i", str(audio)]
+    args += ["-map", "0:v:0"]
+    if audio is not None:
+        args += ["-map", "1:a:0", "-c:a", "aac", "-b:a", AUDIO_BITRATE]
+    if copy:
+        args += ["-c:v", "copy"]
+    else:
+        w, h, rate = first.width, first.height, _rate(fps)
+        args += [
+            "-vf", f"scale={w}:{h}:force_original_aspect_ratio=decrease,pad={w}:{h}:(ow-iw)/2:(oh-ih)/2,"
+                   "setsar=1,format=yuv420p",
+            "-fps_mode", "cfr", "-r", rate, "-c:v", "libx264", "-preset", "medium", "-crf", "17",
+        ]
+    args += ["-frames:v", str(frames), "-movflags", "+faststart", "-f", "mp4", str(tmp)]
+    return args
+
+
 def concat_videos(
     paths: Sequence[Path | str],
     out: Path | str,
@@ -593,32 +672,8 @@ def concat_videos(
     """
     paths = [Path(p) for p in paths]
     out = Path(out)
-    if not paths:
-        raise InputError("nothing to concatenate: no video files given")
-    if audio_offset < 0:
-        raise InputError(f"audio offset must be >= 0 seconds, got {audio_offset}")
-    if duration is not None and not (math.isfinite(duration) and duration > 0):
-        raise InputError(f"duration must be a positive number of seconds, got {duration}")
-    if infos is None:
-        infos = [probe(p) for p in paths]
-    for info in infos:
-        if not info.has_video:
-            raise InputError(f"{info.path}: no video stream")
-    if audio is not None:
-        audio = Path(audio)
-        if not probe(audio, count_frames=False).has_audio:
-            raise InputError(f"{audio}: no audio stream")
-
-    mismatch = first_mismatch(infos)
-    if reencode is False and mismatch is not None:
-        bad, why = mismatch
-        raise InputError(f"{bad.path}: cannot join without re-encoding: {why}; pass --reencode to re-encode")
-    copy = not reencode and mismatch is None
-    first = infos[0]
-    fps = float(first.fps)
-    total = sum(int(i.video_frames) for i in infos) if copy else sum(
-        round(int(i.video_frames) / float(i.fps) * fps) for i in infos)
-    frames = total if duration is None else max(1, min(total, round(duration * fps)))
+    infos, audio = _check_concat_inputs(paths, audio, audio_offset, duration, infos)
+    copy, fps, total, frames = _concat_plan(infos, reencode, duration)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path_for(out)
@@ -627,27 +682,7 @@ def concat_videos(
         with os.fdopen(list_fd, "w", encoding="utf-8") as fh:
             fh.write("ffconcat version 1.0\n")
             fh.writelines(_concat_line(p) for p in paths)
-        args = ["-loglevel", "error", "-y", "-f", "concat", "-safe", "0", "-i", list_name]
-        if audio is not None:
-            if audio_offset > 0:
-                args += ["-ss", f"{audio_offset:.6f}"]
-            # the audio lasts exactly `duration` (or the video's length), never beyond the segments
-            audio_seconds = min(duration, total / fps) if duration is not None else frames / fps
-            args += ["-t", f"{audio_seconds:.6f}"]
-            args += ["-i", str(audio)]
-        args += ["-map", "0:v:0"]
-        if audio is not None:
-            args += ["-map", "1:a:0", "-c:a", "aac", "-b:a", AUDIO_BITRATE]
-        if copy:
-            args += ["-c:v", "copy"]
-        else:
-            w, h, rate = first.width, first.height, _rate(fps)
-            args += [
-                "-vf", f"scale={w}:{h}:force_original_aspect_ratio=decrease,pad={w}:{h}:(ow-iw)/2:(oh-ih)/2,"
-                       "setsar=1,format=yuv420p",
-                "-fps_mode", "cfr", "-r", rate, "-c:v", "libx264", "-preset", "medium", "-crf", "17",
-            ]
-        args += ["-frames:v", str(frames), "-movflags", "+faststart", "-f", "mp4", str(tmp)]
+        args = _concat_args(list_name, tmp, infos[0], audio, audio_offset, duration, copy, fps, total, frames)
         run_ffmpeg(args, f"writing {out}")
         replace_durably(tmp, out)
     except BaseException:
