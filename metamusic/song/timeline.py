@@ -265,40 +265,52 @@ def snap_to_frames(
     if n < 1:
         return np.asarray(beats, dtype=np.float64).ravel(), lyrics
 
-    def at(k: int) -> float:
-        return k / fps
-
     snapped_lyrics = lyrics
     if lyrics is not None:
-        lines = list(lyrics.lines)
-        inside = [i for i, ln in enumerate(lines) if ln.start < duration]
-        ks: list[int] = []
-        for i in inside:  # forward: one frame after the previous line at least
-            k = max(round(lines[i].start * fps), ks[-1] + 1 if ks else 0)
-            ks.append(k)
-        for j in range(len(ks) - 1, -1, -1):  # backward: before the song's end and the next line
-            ks[j] = min(ks[j], (ks[j + 1] if j + 1 < len(ks) else n) - 1)
-        for j, k in enumerate(ks):
-            if k < 0 or (j and k <= ks[j - 1]):
-                ln = lines[inside[j]]
-                name = str(lyrics.path) if lyrics.path is not None else "lyrics"
-                raise InputError(
-                    f"{name} line {ln.line or inside[j] + 1}: too many lyric lines start near {ln.start:.3f} s "
-                    f"for a {fps:g} fps video (each needs a frame); raise --fps"
-                )
-        for j, i in enumerate(inside):
-            ln = lines[i]
-            end = ln.end
-            if end is not None:
-                ke = max(round(end * fps), ks[j] + 1)
-                limit = ks[j + 1] if j + 1 < len(ks) else n
-                end = at(ke) if ke < limit else None
-            lines[i] = LyricLine(start=at(ks[j]), text=ln.text, end=end, line=ln.line)
-        snapped_lyrics = Lyrics(tuple(lines), path=lyrics.path, format=lyrics.format)
+        snapped_lyrics = _snap_lyrics(lyrics, duration, fps, n)
 
     kb = {round(float(b) * fps) for b in np.asarray(beats, dtype=np.float64).ravel() if 0.0 < b < duration}
     kept = sorted(k for k in kb if 0 < k < n)
-    return np.asarray([at(k) for k in kept], dtype=np.float64), snapped_lyrics
+    return np.asarray([k / fps for k in kept], dtype=np.float64), snapped_lyrics
+
+
+def _lyric_frames(lyrics: Lyrics, lines: list[LyricLine], inside: list[int], fps: float, n: int) -> list[int]:
+    """Frame index of each line in ``inside``: its nearest frame, at least one after the previous
+    line's and before the next line's and the song's end (frame ``n``).
+
+    InputError when more lines start in a stretch than it has frames.
+    """
+    ks: list[int] = []
+    for i in inside:  # forward: one frame after the previous line at least
+        k = max(round(lines[i].start * fps), ks[-1] + 1 if ks else 0)
+        ks.append(k)
+    for j in range(len(ks) - 1, -1, -1):  # backward: before the song's end and the next line
+        ks[j] = min(ks[j], (ks[j + 1] if j + 1 < len(ks) else n) - 1)
+    for j, k in enumerate(ks):
+        if k < 0 or (j and k <= ks[j - 1]):
+            ln = lines[inside[j]]
+            name = str(lyrics.path) if lyrics.path is not None else "lyrics"
+            raise InputError(
+                f"{name} line {ln.line or inside[j] + 1}: too many lyric lines start near {ln.start:.3f} s "
+                f"for a {fps:g} fps video (each needs a frame); raise --fps"
+            )
+    return ks
+
+
+def _snap_lyrics(lyrics: Lyrics, duration: float, fps: float, n: int) -> Lyrics:
+    """``lyrics`` with start and end times of the lines inside the song on frame times (see :func:`snap_to_frames`)."""
+    lines = list(lyrics.lines)
+    inside = [i for i, ln in enumerate(lines) if ln.start < duration]
+    ks = _lyric_frames(lyrics, lines, inside, fps, n)
+    for j, i in enumerate(inside):
+        ln = lines[i]
+        end = ln.end
+        if end is not None:
+            ke = max(round(end * fps), ks[j] + 1)
+            limit = ks[j + 1] if j + 1 < len(ks) else n
+            end = ke / fps if ke < limit else None
+        lines[i] = LyricLine(start=ks[j] / fps, text=ln.text, end=end, line=ln.line)
+    return Lyrics(tuple(lines), path=lyrics.path, format=lyrics.format)
 
 
 def _steps(start: float, end: float, ips: float, envelope: Envelope | None, faithful: bool = False) -> int:
@@ -357,27 +369,59 @@ def beat_segments(
     starts = [ln.start for _, ln in lines]
 
     # (start, end, lyric position in `lines` or None)
-    pieces: list[tuple[float, float, int | None]] = []
     if mode == "m2v":
-        bounds = [0.0, *_thin_beats(beats, duration, [], min_segment), duration]
-        j = 0  # next lyric to place
-        for a, b in zip(bounds[:-1], bounds[1:]):
-            inside: list[int] = []
-            while j < len(starts) and starts[j] < b:
-                inside.append(j)  # starts[j] >= a because earlier segments consumed smaller ones
-                j += 1
-            if not inside:
-                pieces.append((a, b, None))
-                continue
-            cuts = [a, *(starts[k] for k in inside[1:]), b]
-            pieces.extend((cuts[n], cuts[n + 1], k) for n, k in enumerate(inside))
+        pieces = _m2v_pieces(beats, duration, starts, min_segment)
     else:
-        ends = [ln.end for _, ln in lines if ln.end is not None and ln.end < duration]
-        lyric_times = [s for s in starts if s > 0.0] + ends
-        bounds = sorted({0.0, duration, *_thin_beats(beats, duration, lyric_times, min_segment), *lyric_times})
-        for a, b in zip(bounds[:-1], bounds[1:]):
-            pieces.append((a, b, _active_lyric(lines, starts, a)))
+        pieces = _fused_pieces(beats, duration, lines, starts, min_segment)
+    return _beat_segment_list(pieces, lines, mode, ips, envelope, faithful_steps, text_weight, audio_weight)
 
+
+def _m2v_pieces(
+    beats: np.ndarray, duration: float, starts: list[float], min_segment: float
+) -> list[tuple[float, float, int | None]]:
+    """(start, end, lyric position in ``starts`` or None) of the beat segments; one holding k >= 2
+    lyric starts is split at the 2nd..k-th start (``mode="m2v"``)."""
+    pieces: list[tuple[float, float, int | None]] = []
+    bounds = [0.0, *_thin_beats(beats, duration, [], min_segment), duration]
+    j = 0  # next lyric to place
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        inside: list[int] = []
+        while j < len(starts) and starts[j] < b:
+            inside.append(j)  # starts[j] >= a because earlier segments consumed smaller ones
+            j += 1
+        if not inside:
+            pieces.append((a, b, None))
+            continue
+        cuts = [a, *(starts[k] for k in inside[1:]), b]
+        pieces.extend((cuts[n], cuts[n + 1], k) for n, k in enumerate(inside))
+    return pieces
+
+
+def _fused_pieces(
+    beats: np.ndarray, duration: float, lines: list[tuple[int, LyricLine]], starts: list[float], min_segment: float
+) -> list[tuple[float, float, int | None]]:
+    """(start, end, lyric position in ``lines`` or None) of the beat segments also split at every lyric
+    start and SRT end, each with its active lyric (``mode="fused"``)."""
+    pieces: list[tuple[float, float, int | None]] = []
+    ends = [ln.end for _, ln in lines if ln.end is not None and ln.end < duration]
+    lyric_times = [s for s in starts if s > 0.0] + ends
+    bounds = sorted({0.0, duration, *_thin_beats(beats, duration, lyric_times, min_segment), *lyric_times})
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        pieces.append((a, b, _active_lyric(lines, starts, a)))
+    return pieces
+
+
+def _beat_segment_list(
+    pieces: list[tuple[float, float, int | None]],
+    lines: list[tuple[int, LyricLine]],
+    mode: str,
+    ips: float,
+    envelope: Envelope | None,
+    faithful_steps: bool,
+    text_weight: float,
+    audio_weight: float,
+) -> list[Segment]:
+    """Segments indexed 0..n-1 from the non-empty ``pieces``, with their steps, kind, text and weights."""
     segments: list[Segment] = []
     for a, b, k in pieces:
         if not b > a:
@@ -432,36 +476,65 @@ def interpolate_segments(
         _, lyrics = snap_to_frames(duration, np.zeros(0), lyrics, fps)
     lines = _song_lyrics(lyrics, duration)
 
-    def on_frames(t: float) -> float:
-        """``t`` moved to its nearest frame time (unchanged without fps)."""
-        return t if fps is None else round(t * fps) / fps
-
-    def middle(a: float, b: float) -> float:
-        """Where the text half [a, mid) ends: the midpoint, or the frame after the middle with fps."""
-        if fps is None:
-            return a + 0.5 * (b - a)
-        ka, kb = round(a * fps), round(b * fps)
-        return (ka + (kb - ka + 1) // 2) / fps if ka + (kb - ka + 1) // 2 < kb else b
     # (start, end, kind, lyric position or None, audio_start, audio_end)
-    plan: list[tuple[float, float, str, int | None, float, float]] = []
     if not lines:
-        if not video_length > 0:
-            raise InputError(f"-vl/--video_length must be > 0, got {video_length}")
-        n = max(1, math.ceil(duration / video_length - 1e-9))
-        edges = [min(duration, on_frames(i * video_length)) for i in range(n)] + [duration]
-        if fps is not None and frame_count(duration, fps) >= 1:  # a last window under half a frame joins the one before
-            edges = [e for e in edges[:-1] if round(e * fps) < frame_count(duration, fps)] + [duration]
-        plan = [(a, b, "audio", None, a, b) for a, b in zip(edges[:-1], edges[1:])]
+        plan = _window_plan(duration, video_length, fps)
     else:
-        starts = [ln.start for _, ln in lines]
-        if starts[0] > 0:
-            plan.append((0.0, starts[0], "audio", None, 0.0, starts[0]))
-        for k, a in enumerate(starts):
-            b = starts[k + 1] if k + 1 < len(starts) else duration
-            mid = middle(a, b)
-            plan.append((a, mid, "text", k, a, b))
-            plan.append((mid, b, "audio", None, a, b))
+        plan = _lyric_plan([ln.start for _, ln in lines], duration, fps)
+    return _interpolate_segment_list(plan, lines, ips, envelope, faithful_steps)
 
+
+def _on_frames(t: float, fps: float | None) -> float:
+    """``t`` moved to its nearest frame time (unchanged without fps)."""
+    return t if fps is None else round(t * fps) / fps
+
+
+def _middle(a: float, b: float, fps: float | None) -> float:
+    """Where the text half [a, mid) ends: the midpoint, or the frame after the middle with fps."""
+    if fps is None:
+        return a + 0.5 * (b - a)
+    ka, kb = round(a * fps), round(b * fps)
+    return (ka + (kb - ka + 1) // 2) / fps if ka + (kb - ka + 1) // 2 < kb else b
+
+
+def _window_plan(
+    duration: float, video_length: float, fps: float | None
+) -> list[tuple[float, float, str, int | None, float, float]]:
+    """(start, end, kind, lyric position or None, audio_start, audio_end) of audio-only windows of
+    ``video_length`` seconds (the song without lyrics)."""
+    if not video_length > 0:
+        raise InputError(f"-vl/--video_length must be > 0, got {video_length}")
+    n = max(1, math.ceil(duration / video_length - 1e-9))
+    edges = [min(duration, _on_frames(i * video_length, fps)) for i in range(n)] + [duration]
+    if fps is not None and frame_count(duration, fps) >= 1:  # a last window under half a frame joins the one before
+        edges = [e for e in edges[:-1] if round(e * fps) < frame_count(duration, fps)] + [duration]
+    return [(a, b, "audio", None, a, b) for a, b in zip(edges[:-1], edges[1:])]
+
+
+def _lyric_plan(
+    starts: list[float], duration: float, fps: float | None
+) -> list[tuple[float, float, str, int | None, float, float]]:
+    """(start, end, kind, lyric position or None, audio_start, audio_end): the lead-in before the first
+    lyric, then each lyric interval's text half and audio half."""
+    plan: list[tuple[float, float, str, int | None, float, float]] = []
+    if starts[0] > 0:
+        plan.append((0.0, starts[0], "audio", None, 0.0, starts[0]))
+    for k, a in enumerate(starts):
+        b = starts[k + 1] if k + 1 < len(starts) else duration
+        mid = _middle(a, b, fps)
+        plan.append((a, mid, "text", k, a, b))
+        plan.append((mid, b, "audio", None, a, b))
+    return plan
+
+
+def _interpolate_segment_list(
+    plan: list[tuple[float, float, str, int | None, float, float]],
+    lines: list[tuple[int, LyricLine]],
+    ips: float,
+    envelope: Envelope | None,
+    faithful_steps: bool,
+) -> list[Segment]:
+    """Segments indexed 0..n-1 from the non-empty pieces of ``plan``, with their steps, text and weights."""
     segments: list[Segment] = []
     for a, b, kind, k, wa, wb in plan:
         if not b > a:
