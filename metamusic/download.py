@@ -200,20 +200,19 @@ def _parse_content_range(value: str | None) -> tuple[int | None, int | None]:
     return start, total
 
 
-def _transfer(url: str, file: ModelFile, part: Path, final: Path, progress: bool, timeout: float) -> None:
-    """Fetch ``url`` into ``part``, appending from its current size when the server allows it."""
-    offset = part.stat().st_size if part.exists() else 0
+def _open(url: str, part: Path, offset: int, timeout: float) -> http.client.HTTPResponse | None:
+    """Request ``url`` from byte ``offset`` on; None when the ``part`` holding ``offset`` bytes is already complete."""
     request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"})
     if offset:
         request.add_header("Range", f"bytes={offset}-")
     try:
-        response = urllib.request.urlopen(request, timeout=timeout)
+        return urllib.request.urlopen(request, timeout=timeout)
     except urllib.error.HTTPError as exc:
         if exc.code == 416 and offset:
             _, total = _parse_content_range(exc.headers.get("Content-Range"))
             exc.close()
             if total == offset:
-                return  # the .part is already complete
+                return None  # the .part is already complete
             part.unlink()  # the .part is longer than the file: start over
             raise _Retryable("the partial file did not match the server's file") from None
         exc.close()
@@ -224,45 +223,70 @@ def _transfer(url: str, file: ModelFile, part: Path, final: Path, progress: bool
         reason = getattr(exc, "reason", exc)
         raise _Retryable(f"cannot connect ({reason})") from None
 
+
+def _resume_point(
+    response: http.client.HTTPResponse, part: Path, offset: int
+) -> tuple[int, int | None, str, int | None]:
+    """(byte the body starts at, file size or None, ``part`` open mode, body length or None) of a response."""
+    length_header = response.headers.get("Content-Length")
+    length = int(length_header) if length_header and length_header.isdigit() else None
+    if response.status == 206:
+        start, total = _parse_content_range(response.headers.get("Content-Range"))
+        if start != offset:
+            part.unlink()
+            raise _Retryable("the server answered the resume request with the wrong range")
+        mode = "ab"
+    else:  # 200: the whole file (a server that ignores Range restarts from byte 0)
+        offset, total, mode = 0, length, "wb"
+    if total is None and length is not None:
+        total = offset + length
+    return offset, total, mode, length
+
+
+def _write_body(
+    response: http.client.HTTPResponse, url: str, file: ModelFile, part: Path, final: Path,
+    offset: int, total: int | None, mode: str, progress: bool,
+) -> int:
+    """Stream the response body into ``part`` (opened with ``mode``) with a progress bar; bytes received."""
+
+    def read_chunk() -> bytes:
+        try:
+            return response.read(CHUNK_BYTES)
+        except (OSError, http.client.HTTPException) as exc:
+            raise _Retryable(f"connection lost after {offset + received} bytes ({exc})") from None
+
+    received = 0
+    chunk = read_chunk()
+    if offset == 0 and _looks_like_html(chunk[:512]):
+        raise _html_error(url, file, final)  # checked before touching any existing .part
+    bar = tqdm(
+        total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
+        desc=file.filename, disable=not progress, leave=False,
+    )
+    try:
+        with part.open(mode) as out:
+            while chunk:
+                out.write(chunk)
+                received += len(chunk)
+                bar.update(len(chunk))
+                chunk = read_chunk()
+    finally:
+        bar.close()
+    return received
+
+
+def _transfer(url: str, file: ModelFile, part: Path, final: Path, progress: bool, timeout: float) -> None:
+    """Fetch ``url`` into ``part``, appending from its current size when the server allows it."""
+    offset = part.stat().st_size if part.exists() else 0
+    response = _open(url, part, offset, timeout)
+    if response is None:
+        return  # the .part is already complete
+
     with response:
         if "text/html" in (response.headers.get("Content-Type") or "").lower():
             raise _html_error(url, file, final)
-        length_header = response.headers.get("Content-Length")
-        length = int(length_header) if length_header and length_header.isdigit() else None
-        if response.status == 206:
-            start, total = _parse_content_range(response.headers.get("Content-Range"))
-            if start != offset:
-                part.unlink()
-                raise _Retryable("the server answered the resume request with the wrong range")
-            mode = "ab"
-        else:  # 200: the whole file (a server that ignores Range restarts from byte 0)
-            offset, total, mode = 0, length, "wb"
-        if total is None and length is not None:
-            total = offset + length
-
-        def read_chunk() -> bytes:
-            try:
-                return response.read(CHUNK_BYTES)
-            except (OSError, http.client.HTTPException) as exc:
-                raise _Retryable(f"connection lost after {offset + received} bytes ({exc})") from None
-
-        received = 0
-        chunk = read_chunk()
-        if offset == 0 and _looks_like_html(chunk[:512]):
-            raise _html_error(url, file, final)  # checked before touching any existing .part
-        bar = tqdm(
-            total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
-            desc=file.filename, disable=not progress, leave=False,
-        )
-        try:
-            with part.open(mode) as out:
-                while chunk:
-                    out.write(chunk)
-                    received += len(chunk)
-                    bar.update(len(chunk))
-                    chunk = read_chunk()
-        finally:
-            bar.close()
+        offset, total, mode, length = _resume_point(response, part, offset)
+        received = _write_body(response, url, file, part, final, offset, total, mode, progress)
     if length is not None and received < length:
         raise _Retryable(f"truncated transfer: got {offset + received} of {offset + length} bytes")
 
