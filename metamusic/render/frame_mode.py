@@ -36,26 +36,17 @@ def from_uint8(pixels: torch.Tensor) -> torch.Tensor:
 
 def run_segment(ctx: Context, task: Task, inputs: dict[str, Any]) -> TaskOutput:
     """Optimise segment ``task.segments[0]`` and write its video; return its state and statistics."""
-    job, device = ctx.job, ctx.device
+    job = ctx.job
     plan, cfg = job.plan, job.step
     i = task.segments[0]
     seg = plan.segments[i]
     span = frame_schedule([seg], plan.fps)[0]
-    state = inputs.get("state")
-    if state is None:
-        z, z_init, stepper_state, last_image = job.z0.to(device), job.z0.to(device), None, None
-    else:
-        z, z_init = state["z"].to(device), state["z_init"].to(device)
-        stepper_state = {"optimiser": state["optimiser"], "scaler": state.get("scaler")}  # optimiser + fp16 scaler
-        last_image = from_uint8(state["last_image"]).to(device)
+    z, z_init, stepper_state, last_image = _start_state(ctx, inputs.get("state"))
     targets = job.targets[i]
 
     # 1. The previous segment's last frame joins the targets on the first step (Music2Video); plain
     #    VQGAN-CLIP runs (no song) change phrases without it, as VQGAN-CLIP does.
-    first_targets = []
-    if last_image is not None and targets and job.config.music.audio is not None:
-        gen = torch.Generator(device=device).manual_seed(step_seed(plan.seed, i, -1))
-        first_targets = [embed_image_prompt(ctx.models.perceptor, last_image, gen, cfg)]
+    first_targets = _first_step_targets(ctx, i, last_image, targets)
 
     # 2. Steps stream their frames: frame k shows step span.step_of_frame[k].
     video = ctx.scratch / f"segment_{i:05d}.mp4"
@@ -89,15 +80,50 @@ def run_segment(ctx: Context, task: Task, inputs: dict[str, Any]) -> TaskOutput:
     output = TaskOutput(steps=steps, frames=span.n_frames)
     if span.n_frames:
         output.files[f"segments/segment_{i:05d}.mp4"] = video
-    output.states[f"state/after_{i:05d}.pt"] = {
+    output.states[f"state/after_{i:05d}.pt"] = _end_state(i, z, z_init, stepper_state, cursor["image"])
+    return output
+
+
+def _start_state(
+    ctx: Context, state: dict[str, Any] | None
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any] | None, torch.Tensor | None]:
+    """(latent, anchor latent, stepper state, last image) a segment starts from: the previous
+    segment's saved ``state``, or the render's starting latent when there is none."""
+    job, device = ctx.job, ctx.device
+    if state is None:
+        z, z_init, stepper_state, last_image = job.z0.to(device), job.z0.to(device), None, None
+    else:
+        z, z_init = state["z"].to(device), state["z_init"].to(device)
+        stepper_state = {"optimiser": state["optimiser"], "scaler": state.get("scaler")}  # optimiser + fp16 scaler
+        last_image = from_uint8(state["last_image"]).to(device)
+    return z, z_init, stepper_state, last_image
+
+
+def _first_step_targets(
+    ctx: Context, i: int, last_image: torch.Tensor | None, targets: list[Any]
+) -> list[Any]:
+    """Segment i's extra first-step target: the previous segment's last frame as an image prompt
+    (only in song runs, when there is such a frame and the segment has targets)."""
+    job = ctx.job
+    first_targets = []
+    if last_image is not None and targets and job.config.music.audio is not None:
+        gen = torch.Generator(device=ctx.device).manual_seed(step_seed(job.plan.seed, i, -1))
+        first_targets = [embed_image_prompt(ctx.models.perceptor, last_image, gen, job.step)]
+    return first_targets
+
+
+def _end_state(
+    i: int, z: torch.Tensor, z_init: torch.Tensor, stepper_state: dict[str, Any] | None, image: torch.Tensor
+) -> dict[str, Any]:
+    """The state segment i + 1 starts from, on the CPU (the last image as 8-bit pixels)."""
+    return {
         "segment": i,
         "z": z.detach().cpu(),
         "z_init": z_init.detach().cpu(),
         "optimiser": (stepper_state or {}).get("optimiser"),
         "scaler": (stepper_state or {}).get("scaler"),  # the fp16 loss scale carries over (None otherwise)
-        "last_image": to_uint8(cursor["image"]),
+        "last_image": to_uint8(image),
     }
-    return output
 
 
 @torch.no_grad()
