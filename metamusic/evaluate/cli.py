@@ -11,7 +11,7 @@ from typing import Any, Sequence
 
 from metamusic.errors import InputError
 from metamusic.evaluate.report import write_report
-from metamusic.evaluate.scoring import evaluate
+from metamusic.evaluate.scoring import EvaluationResult, evaluate
 
 log = logging.getLogger("metamusic")
 
@@ -117,23 +117,12 @@ def _render_totals(run: Any) -> dict[str, Any] | None:
     return {k: totals[k] for k in keys if isinstance(totals.get(k), (int, float))}
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``evaluate.py``: validate inputs, load CLIP and Wav2CLIP, score the video, write the report."""
-    from metamusic.devices import resolve_device
+def _check_song(plan: _Plan) -> tuple[Any, Any]:
+    """Check the video and load the song (16 kHz) and its lyrics clipped to it: (Audio, Lyrics or None)."""
     from metamusic.media.video import probe
-    from metamusic.models.checkpoint_io import check_model_file
-    from metamusic.models.clip import resolve_clip_path
     from metamusic.song.audio import load_audio, probe_audio
     from metamusic.song.lyrics import clip_to_duration, read_lyrics
 
-    args = build_parser().parse_args(argv)
-    if args.every < 1:
-        raise InputError(f"--every {args.every}: must be >= 1")
-    if args.batch < 1:
-        raise InputError(f"--batch {args.batch}: must be >= 1")
-
-    # 1. Validate every input before any model loads.
-    plan = _resolve(args)
     info = probe(plan.video)
     if not info.has_video or not info.video_frames:
         raise InputError(f"{plan.video}: no video stream to evaluate")
@@ -144,7 +133,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     lyrics = None
     if plan.lyrics is not None:
         lyrics = clip_to_duration(read_lyrics(plan.lyrics, plan.lyrics_format), audio.duration)
-    device = resolve_device(args.gpu_id, args.cuda_device)
+    return audio, lyrics
+
+
+def _check_models_and_output(plan: _Plan) -> None:
+    """InputError unless the CLIP and Wav2CLIP files exist and the output folder can be created (it is)."""
+    from metamusic.models.checkpoint_io import check_model_file
+    from metamusic.models.clip import resolve_clip_path
+
     hint = "download it with: bash download_models.sh"
     m = plan.models
     check_model_file(resolve_clip_path(m.clip_model, m.checkpoints_dir), "CLIP model", f"{hint} clip_vit_b32")
@@ -154,19 +150,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         raise InputError(f"{plan.outdir}: cannot create the output folder ({exc.strerror})") from None
 
-    # 2. Models.
+
+def _load_models(m: Any, device: Any) -> tuple[Any, Any]:
+    """(CLIP perceptor, Wav2CLIP) of the ModelConfig ``m`` on ``device``."""
     from metamusic.models.clip import load_clip
     from metamusic.models.wav2clip_loader import load_wav2clip
 
     perceptor = load_clip(m.clip_model, device, checkpoints_dir=m.checkpoints_dir,
                           trust_torchscript=bool(m.trust_torchscript))
     wav2clip = load_wav2clip(m.wav2clip_checkpoint, device)
+    return perceptor, wav2clip
 
-    # 3. Score and report.
-    result = evaluate(plan.video, audio, lyrics, perceptor, wav2clip, segments=plan.segments,
-                      every=args.every, batch=args.batch, fps=plan.fps)
-    result.render = plan.render
-    paths = write_report(result, plan.outdir)
+
+def _print_summary(plan: _Plan, result: EvaluationResult, paths: dict[str, Path]) -> None:
+    """The overall scores, the A/V sync, the render's cost and the files written, on stdout."""
     o, s = result.overall, result.sync
     fmt = lambda x: "n/a" if not math.isfinite(x) else f"{x:.4f}"  # noqa: E731
     print(f"{plan.video}: {len(result.frame_index)} frames, {len(result.segments)} segments ({result.segment_source})")
@@ -179,4 +176,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"render (run.json): {r['steps']} optimisation steps, {r.get('seconds', 0.0):.1f} s over "
               f"{r.get('tasks_finished', '?')} of {r.get('tasks', '?')} tasks")
     print(f"wrote {paths['csv']}, {paths['json']}, {paths['plot']}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``evaluate.py``: validate inputs, load CLIP and Wav2CLIP, score the video, write the report."""
+    from metamusic.devices import resolve_device
+
+    args = build_parser().parse_args(argv)
+    if args.every < 1:
+        raise InputError(f"--every {args.every}: must be >= 1")
+    if args.batch < 1:
+        raise InputError(f"--batch {args.batch}: must be >= 1")
+
+    # 1. Validate every input before any model loads.
+    plan = _resolve(args)
+    audio, lyrics = _check_song(plan)
+    device = resolve_device(args.gpu_id, args.cuda_device)
+    _check_models_and_output(plan)
+
+    # 2. Models.
+    perceptor, wav2clip = _load_models(plan.models, device)
+
+    # 3. Score and report.
+    result = evaluate(plan.video, audio, lyrics, perceptor, wav2clip, segments=plan.segments,
+                      every=args.every, batch=args.batch, fps=plan.fps)
+    result.render = plan.render
+    paths = write_report(result, plan.outdir)
+    _print_summary(plan, result, paths)
     return 0
