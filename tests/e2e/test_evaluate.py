@@ -233,7 +233,8 @@ def run_cli(args: list[str], cwd: Path) -> Result:
     return run_main("evaluate.py", args, cwd)
 
 
-def model_flags(tiny: dict[str, str]) -> list[str]:
+def clip_flags(tiny: dict[str, str]) -> list[str]:
+    """evaluate.py's model flags: the tiny CLIP and Wav2CLIP, on the CPU."""
     return ["-m", tiny["clip"], "--wav2clip_checkpoint", tiny["wav2clip"], "-gid", "cpu"]
 
 
@@ -245,7 +246,7 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 def test_cli_writes_csv_json_and_plot(tiny_models, media, tmp_path):
     out = tmp_path / "report"
     proc = run_cli([str(media["video"]), "-ap", str(media["song"]), "-lyr", str(media["lyrics"]),
-                    *model_flags(tiny_models), "-o", str(out)], tmp_path)
+                    *clip_flags(tiny_models), "-o", str(out)], tmp_path)
     assert proc.returncode == 0, proc.stderr
     rows = read_csv(out / "metrics.csv")
     assert list(rows[0]) == list(ev.CSV_COLUMNS)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import signal
 import socket
@@ -13,17 +12,12 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import frame_hashes
 
 pytest.importorskip("ray")
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
-
-
-def frame_hashes(video: Path) -> list[str]:
-    from metamusic.media.video import read_frames
-
-    return [hashlib.sha256(f.tobytes()).hexdigest() for f in read_frames(video)]
 
 
 # Ray on this machine only: single-machine mode keeps every Ray process on 127.0.0.1 (without it
