@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -25,15 +26,27 @@ pytestmark = pytest.mark.slow
 RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled"}
 
 
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct ports free on 127.0.0.1, chosen by the OS (all held open until all are chosen)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    """A Ray head on 127.0.0.1 with 2 CPUs, stopped afterwards; yields its address."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    """A Ray head on 127.0.0.1 with 2 CPUs, stopped afterwards; yields its address.
+
+    Its ports with a fixed default (GCS 6379, client server 10001, dashboard agent 52365) are free
+    ones the OS picks, so that it never collides with another test run's servers; Ray picks the rest.
+    """
+    port, client_port, agent_port = free_ports(3)
     ray = str(Path(sys.executable).with_name("ray"))
     env = dict(os.environ, **RAY_ENV)
-    start = subprocess.run([ray, "start", "--head", "--port", str(port), "--num-cpus", "2", "--num-gpus", "0",
+    start = subprocess.run([ray, "start", "--head", "--port", str(port), "--ray-client-server-port", str(client_port),
+                            "--dashboard-agent-listen-port", str(agent_port), "--num-cpus", "2", "--num-gpus", "0",
                             "--node-ip-address", "127.0.0.1", "--include-dashboard=false", "--disable-usage-stats"],
                            capture_output=True, text=True, timeout=300, env=env)
     assert start.returncode == 0, start.stderr
