@@ -245,8 +245,9 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 
 def test_cli_writes_csv_json_and_plot(tiny_models, media, tmp_path):
     out = tmp_path / "report"
-    proc = run_cli([str(media["video"]), "-ap", str(media["song"]), "-lyr", str(media["lyrics"]),
-                    *clip_flags(tiny_models), "-o", str(out)], tmp_path)
+    proc = run_script("evaluate.py", [str(media["video"]), "-ap", str(media["song"]), "-lyr", str(media["lyrics"]),
+                                      *clip_flags(tiny_models), "-o", str(out)],
+                      tmp_path, timeout=300)  # the real script, in its own process: one full run of it
     assert proc.returncode == 0, proc.stderr
     rows = read_csv(out / "metrics.csv")
     assert list(rows[0]) == list(ev.CSV_COLUMNS)

@@ -47,6 +47,7 @@ def test_png_output_writes_mp4_beside_it(tiny_models, song_wav, tmp_path):
                                       "-o", str(out)], tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "outputs" / "output.mp4").exists()
+    assert_song_length(tmp_path / "outputs" / "output.mp4", SONG_SECONDS)
 
 
 def test_seed_reproduces_frames_and_other_seed_differs(tiny_models, song_wav, lyrics_csv, tmp_path):
