@@ -39,15 +39,16 @@ def free_ports(n: int) -> list[int]:
 def cluster(tmp_path_factory):
     """A Ray head on 127.0.0.1 with 2 CPUs, stopped afterwards; yields its address.
 
-    Its ports with a fixed default (GCS 6379, client server 10001, dashboard agent 52365) are free
-    ones the OS picks, so that it never collides with another test run's servers; Ray picks the rest.
+    Its ports with a fixed default (GCS 6379, dashboard agent 52365) are free ones the OS picks, so
+    that it never collides with another test run's servers; Ray picks the rest (the client server,
+    default 10001, runs only with ray[client], which the Ray extra does not install).
     """
-    port, client_port, agent_port = free_ports(3)
+    port, agent_port = free_ports(2)
     ray = str(Path(sys.executable).with_name("ray"))
     env = dict(os.environ, **RAY_ENV)
-    start = subprocess.run([ray, "start", "--head", "--port", str(port), "--ray-client-server-port", str(client_port),
-                            "--dashboard-agent-listen-port", str(agent_port), "--num-cpus", "2", "--num-gpus", "0",
-                            "--node-ip-address", "127.0.0.1", "--include-dashboard=false", "--disable-usage-stats"],
+    start = subprocess.run([ray, "start", "--head", "--port", str(port), "--dashboard-agent-listen-port",
+                            str(agent_port), "--num-cpus", "2", "--num-gpus", "0", "--node-ip-address", "127.0.0.1",
+                            "--include-dashboard=false", "--disable-usage-stats"],
                            capture_output=True, text=True, timeout=300, env=env)
     assert start.returncode == 0, start.stderr
     try:
