@@ -14,6 +14,21 @@ if str(ROOT) not in sys.path:
 
 # Keep the suite polite on small CI machines and independent of the user's network.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# One compute thread per process, set before anything imports torch or numba: renders run both in
+# this process and in child processes (which inherit this), and CPU reductions are bit-exact only
+# at the same thread count; under `pytest -n 2` two workers share the cores instead of fighting.
+os.environ["OMP_NUM_THREADS"] = "1"
+os.environ["NUMBA_NUM_THREADS"] = "1"
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Put torch back to one thread after each test: Whisper's numba raises the count for the process,
+    which left every later test oversubscribing the cores."""
+    yield
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

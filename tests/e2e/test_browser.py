@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from test_generate import FPS, LYRICS, SONG_SECONDS, model_flags, run_script
+from helpers import FPS, LYRICS, SONG_SECONDS, model_flags, run_main
 
 pytestmark = pytest.mark.slow
 
@@ -94,10 +94,10 @@ def served_video(tiny_models, song_wav, tmp_path_factory):
     d = tmp_path_factory.mktemp("browser")
     lyrics = d / "lyrics.csv"
     lyrics.write_text(LYRICS, encoding="utf-8")
-    proc = run_script("generate.py", ["-ap", str(song_wav), "-lyr", str(lyrics), *model_flags(tiny_models),
-                                      "-gid", "cpu", "-s", "32", "32", "--fps", str(FPS), "-ips", "2", "-cuts", "2",
-                                      "-sd", "3", "--precision", "fp32", "--no_sheets", "--captions", "srt",
-                                      "-o", str(d / "v.mp4")], d)
+    proc = run_main("generate.py", ["-ap", str(song_wav), "-lyr", str(lyrics), *model_flags(tiny_models),
+                                    "-gid", "cpu", "-s", "32", "32", "--fps", str(FPS), "-ips", "2", "-cuts", "2",
+                                    "-sd", "3", "--precision", "fp32", "--no_sheets", "--captions", "srt",
+                                    "-o", str(d / "v.mp4")], d)
     assert proc.returncode == 0, proc.stderr
     assert (d / "v.vtt").is_file()
     (d / "index.html").write_text(PAGE, encoding="utf-8")

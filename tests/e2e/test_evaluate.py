@@ -6,18 +6,17 @@ import csv
 import json
 import math
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import Result, run_main, run_script
 
 from metamusic import evaluate as ev
 from metamusic.errors import InputError
 
-ROOT = Path(__file__).resolve().parents[2]
 FPS = 10
 SIZE = 48  # frame side in pixels (even, and not CLIP's input size so the resize is exercised)
 SONG_SECONDS = 4.0
@@ -229,12 +228,13 @@ def test_frame_clock():
 # --------------------------------------------------------------------------- command line
 
 
-def run_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "evaluate.py"), *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=300)
+def run_cli(args: list[str], cwd: Path) -> Result:
+    """``python evaluate.py args...``, run in this process (its exit status and output)."""
+    return run_main("evaluate.py", args, cwd)
 
 
-def model_flags(tiny: dict[str, str]) -> list[str]:
+def clip_flags(tiny: dict[str, str]) -> list[str]:
+    """evaluate.py's model flags: the tiny CLIP and Wav2CLIP, on the CPU."""
     return ["-m", tiny["clip"], "--wav2clip_checkpoint", tiny["wav2clip"], "-gid", "cpu"]
 
 
@@ -245,8 +245,9 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 
 def test_cli_writes_csv_json_and_plot(tiny_models, media, tmp_path):
     out = tmp_path / "report"
-    proc = run_cli([str(media["video"]), "-ap", str(media["song"]), "-lyr", str(media["lyrics"]),
-                    *model_flags(tiny_models), "-o", str(out)], tmp_path)
+    proc = run_script("evaluate.py", [str(media["video"]), "-ap", str(media["song"]), "-lyr", str(media["lyrics"]),
+                                      *clip_flags(tiny_models), "-o", str(out)],
+                      tmp_path, timeout=300)  # the real script, in its own process: one full run of it
     assert proc.returncode == 0, proc.stderr
     rows = read_csv(out / "metrics.csv")
     assert list(rows[0]) == list(ev.CSV_COLUMNS)
@@ -300,7 +301,8 @@ def test_cli_reads_a_run_folder(tiny_models, media, tmp_path):
 
 def test_cli_missing_video_exits_2_naming_it(tmp_path):
     missing = tmp_path / "nowhere.mp4"
-    proc = run_cli([str(missing), "-ap", "song.wav", "-o", str(tmp_path / "o")], tmp_path)
+    proc = run_script("evaluate.py", [str(missing), "-ap", "song.wav", "-o", str(tmp_path / "o")], tmp_path,
+                      timeout=300)  # the real script, in its own process
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("error: ") and str(missing) in proc.stderr
     assert "Traceback" not in proc.stderr and not (tmp_path / "o").exists()

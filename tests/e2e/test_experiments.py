@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import model_flags
 
 from metamusic.errors import InputError
 
@@ -40,11 +41,6 @@ def lyrics_csv(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("exp_lyrics") / "lyrics.csv"
     path.write_text(LYRICS, encoding="utf-8")
     return path
-
-
-def model_flags(tiny: dict[str, str]) -> list[str]:
-    return ["-conf", tiny["vqgan_config"], "-ckpt", tiny["vqgan_checkpoint"], "-m", tiny["clip"],
-            "--wav2clip_checkpoint", tiny["wav2clip"]]
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:

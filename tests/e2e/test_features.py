@@ -8,13 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_generate import (
+from helpers import (
     FPS,
     LYRICS,
     SONG_SECONDS,
     assert_song_length,
     model_flags,
-    run_script,
+    run_main,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,8 +32,8 @@ def captioned(tiny_models, song_wav, tmp_path_factory):
     lyrics = d / "lyrics.csv"
     lyrics.write_text(LYRICS, encoding="utf-8")
     out = d / "v.mp4"
-    proc = run_script("generate.py", ["-ap", str(song_wav), "-lyr", str(lyrics), *model_flags(tiny_models),
-                                      *flags(), "--captions", "both", "-o", str(out)], d)
+    proc = run_main("generate.py", ["-ap", str(song_wav), "-lyr", str(lyrics), *model_flags(tiny_models),
+                                    *flags(), "--captions", "both", "-o", str(out)], d)
     assert proc.returncode == 0, proc.stderr
     return out, lyrics
 
@@ -109,8 +109,8 @@ def test_preview_renders_the_whole_song_fast(tiny_models, tmp_path):
 
     song = write_wav(tmp_path / "ten.wav", synth_song(10.0, 16000, seed=4), 16000)
     out = tmp_path / "v.mp4"
-    proc = run_script("generate.py", ["-ap", str(song), *model_flags(tiny_models), *flags(("64", "64")),
-                                      "-ips", "50", "--preview", "--preview_steps", "2", "-o", str(out)], tmp_path)
+    proc = run_main("generate.py", ["-ap", str(song), *model_flags(tiny_models), *flags(("64", "64")),
+                                    "-ips", "50", "--preview", "--preview_steps", "2", "-o", str(out)], tmp_path)
     assert proc.returncode == 0, proc.stderr
     preview = tmp_path / "v.preview.mp4"
     assert preview.exists() and not out.exists()
@@ -133,9 +133,9 @@ def test_keyframe_mode_frame_count_and_step_count(tiny_models, song_wav, tmp_pat
     lyrics = tmp_path / "lyrics.csv"
     lyrics.write_text(LYRICS, encoding="utf-8")
     out = tmp_path / "v.mp4"
-    proc = run_script("generate.py", ["-ap", str(song_wav), "-lyr", str(lyrics), *model_flags(tiny_models),
-                                      *flags(("32", "32")), "--keyframes", "--keyframe_steps", "2", "-o", str(out)],
-                      tmp_path)
+    proc = run_main("generate.py", ["-ap", str(song_wav), "-lyr", str(lyrics), *model_flags(tiny_models),
+                                    *flags(("32", "32")), "--keyframes", "--keyframe_steps", "2", "-o", str(out)],
+                    tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert_song_length(out, SONG_SECONDS)
     run = RunFolder(tmp_path / "v.run")
@@ -146,9 +146,9 @@ def test_keyframe_mode_frame_count_and_step_count(tiny_models, song_wav, tmp_pat
     assert info["totals"]["frames"] == round(SONG_SECONDS * FPS)
 
     # Re-running the finished render just to burn captions optimises nothing.
-    again = run_script("generate.py", ["-ap", str(song_wav), "-lyr", str(lyrics), *model_flags(tiny_models),
-                                       *flags(("32", "32")), "--keyframes", "--keyframe_steps", "2", "-o", str(out),
-                                       "--captions", "burn"], tmp_path)
+    again = run_main("generate.py", ["-ap", str(song_wav), "-lyr", str(lyrics), *model_flags(tiny_models),
+                                     *flags(("32", "32")), "--keyframes", "--keyframe_steps", "2", "-o", str(out),
+                                     "--captions", "burn"], tmp_path)
     assert again.returncode == 0, again.stderr
     assert "0 steps run" in again.stderr
     after = json.loads(run.info_path.read_text())

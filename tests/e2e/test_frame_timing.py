@@ -10,7 +10,7 @@ from __future__ import annotations
 from fractions import Fraction
 
 import pytest
-from test_generate import FPS, SONG_SECONDS, model_flags, run_script
+from helpers import FPS, SONG_SECONDS, model_flags, run_main
 
 SRT = """1
 00:00:00,600 --> 00:00:00,930
@@ -66,9 +66,9 @@ def test_final_video_frames_each_last_one_period(mode, tiny_models, song_wav, tm
     srt.write_text(SRT, encoding="utf-8")
     script, extra = MODES[mode]
     out = tmp_path / "v.mp4"
-    proc = run_script(script, ["-vid", "-ap", str(song_wav), "-lyr", str(srt), *model_flags(tiny_models),
-                               "-gid", "cpu", "-s", "32", "32", "--fps", str(FPS), "-ips", "2", "-cuts", "2",
-                               "-sd", "1", "--precision", "fp32", *extra, "-o", str(out)], tmp_path)
+    proc = run_main(script, ["-vid", "-ap", str(song_wav), "-lyr", str(srt), *model_flags(tiny_models),
+                             "-gid", "cpu", "-s", "32", "32", "--fps", str(FPS), "-ips", "2", "-cuts", "2",
+                             "-sd", "1", "--precision", "fp32", *extra, "-o", str(out)], tmp_path)
     assert proc.returncode == 0, proc.stderr
     segments = RunFolder(tmp_path / "v.run").read_storyboard()
     frames = [span.n_frames for span in frame_schedule(segments, FPS)]

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from test_generate import (
+from helpers import (
     FPS,
     LYRICS,
     SONG_SECONDS,
     assert_song_length,
     model_flags,
+    run_main,
     run_script,
 )
 
@@ -20,10 +21,10 @@ def test_interpolate_segments_match_their_audio_and_the_song(tiny_models, song_w
     lyrics = tmp_path / "lyrics.csv"
     lyrics.write_text(LYRICS, encoding="utf-8")
     out = tmp_path / "v.mp4"
-    proc = run_script("generate_interpolate.py",
-                      ["-vid", "-ap", str(song_wav), "-lyr", str(lyrics), *model_flags(tiny_models), "-gid", "cpu",
-                       "-s", "32", "32", "--fps", str(FPS), "-ips", "6", "-cuts", "4", "-sd", "2",
-                       "--precision", "fp32", "-o", str(out)], tmp_path)
+    proc = run_main("generate_interpolate.py",
+                    ["-vid", "-ap", str(song_wav), "-lyr", str(lyrics), *model_flags(tiny_models), "-gid", "cpu",
+                     "-s", "32", "32", "--fps", str(FPS), "-ips", "6", "-cuts", "4", "-sd", "2",
+                     "--precision", "fp32", "-o", str(out)], tmp_path)
     assert proc.returncode == 0, proc.stderr
     run = RunFolder(tmp_path / "v.run")
     segments = run.read_storyboard()
@@ -40,7 +41,7 @@ def test_interpolate_without_lyrics_uses_fixed_windows(tiny_models, song_wav, tm
     from metamusic.runfolder import RunFolder
 
     out = tmp_path / "v.mp4"
-    proc = run_script("generate_interpolate.py",
+    proc = run_script("generate_interpolate.py",  # the real script, in its own process
                       ["-ap", str(song_wav), *model_flags(tiny_models), "-gid", "cpu", "-s", "32", "32",
                        "--fps", str(FPS), "-ips", "2", "-cuts", "2", "-vl", "2.5", "--precision", "fp32",
                        "-o", str(out)], tmp_path)

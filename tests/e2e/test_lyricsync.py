@@ -9,11 +9,10 @@ one line and exit status 2.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import model_flags, run_main
 
 from metamusic.cli import run_cli
 from metamusic.config import Config
@@ -26,7 +25,6 @@ whisper = pytest.importorskip("whisper", reason="openai-whisper (the metamusic[l
 from metamusic import lyricsync  # noqa: E402
 from metamusic.lyricsync.__main__ import main as lyricsync_main  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[2]
 SONG_SECONDS = 6.0  # the song_wav fixture
 
 
@@ -187,12 +185,10 @@ def test_generate_align_renders_with_the_aligned_lyrics(tiny_models, song_wav, s
     lyrics_txt.write_text(sung_txt.read_text(encoding="utf-8") + "Never sung at all\n", encoding="utf-8")
     out = tmp_path / "out" / "video.mp4"
     args = ["-ap", str(song_wav), "-lyr", str(lyrics_txt), "--align", "--whisper_model", tiny_models["whisper"],
-            "--whisper_language", "en", "-conf", tiny_models["vqgan_config"], "-ckpt", tiny_models["vqgan_checkpoint"],
-            "-m", tiny_models["clip"], "--wav2clip_checkpoint", tiny_models["wav2clip"], "-gid", "cpu",
+            "--whisper_language", "en", *model_flags(tiny_models), "-gid", "cpu",
             "-s", "32", "32", "-ips", "2", "-cuts", "2", "--precision", "fp32", "--fps", "10", "-sd", "3", "--no_sheets",
             "-o", str(out)]
-    proc = subprocess.run([sys.executable, str(ROOT / "generate.py"), *args], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=600)
+    proc = run_main("generate.py", args, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     timed = out.with_name("video.run") / lyricsync.TIMED_NAME
     lines = read_lyrics(timed).lines

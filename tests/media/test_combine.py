@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import wave
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import ROOT, Result, run_main, run_script
 
 from metamusic.errors import InputError
 from metamusic.media import combine, video
 
-ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "combine_mp4.py"
 W, H, FPS = 64, 48, 10
 FRAMES_PER_SEGMENT = 2
 
@@ -38,9 +35,9 @@ def make_segment(path: Path, marker: int, size=(W, H), fps: float = FPS) -> Path
     return path
 
 
-def run_script(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120)
+def combine_here(*args: str | Path) -> Result:
+    """``python combine_mp4.py args...``, run in this process (its exit status and output)."""
+    return run_main("combine_mp4.py", args, ROOT)
 
 
 def segment_markers(path: Path) -> list[int]:
@@ -76,7 +73,7 @@ def test_collect_sorts_numerically(unpadded):
 def test_script_restores_numeric_order_and_muxes_music(unpadded, tmp_path):
     music = write_wav(tmp_path / "song.wav", 2.4)  # 12 segments x 2 frames at 10 fps = 2.4 s
     out = tmp_path / "combined.mp4"
-    proc = run_script("--dirs", unpadded, "--music", music, "--output", out)
+    proc = run_script("combine_mp4.py", ["--dirs", unpadded, "--music", music, "--output", out], ROOT, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "warning" not in proc.stderr
     assert segment_markers(out) == pytest.approx([20 * i for i in range(12)], abs=3)
@@ -136,13 +133,13 @@ def test_mismatched_segment_refused_then_reencoded(tmp_path):
     make_segment(folder / "1.mp4", 120, size=(32, 24))
     make_segment(folder / "2.mp4", 200)
     out = tmp_path / "out.mp4"
-    proc = run_script("--dirs", folder, "--output", out)
+    proc = combine_here("--dirs", folder, "--output", out)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "1.mp4" in lines[0] and "--reencode" in lines[0]
     assert not out.exists()
 
-    proc = run_script("--dirs", folder, "--output", out, "--reencode")
+    proc = combine_here("--dirs", folder, "--output", out, "--reencode")
     assert proc.returncode == 0, proc.stderr
     info = video.probe(out)
     assert (info.width, info.height, info.video_frames) == (W, H, 6)
@@ -186,7 +183,7 @@ def test_bad_input_exits_2_and_writes_nothing(case, unpadded, tmp_path):
         out = make_segment(dirs[0] / "out_1.mp4", 77)
         before = out.read_bytes()
     args = ["--dirs", *dirs, "--output", out] + (["--music", music] if music else [])
-    proc = run_script(*args)
+    proc = combine_here(*args)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr

@@ -2,26 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def model_flags(tiny: dict[str, str]) -> list[str]:
-    return ["-conf", tiny["vqgan_config"], "-ckpt", tiny["vqgan_checkpoint"], "-m", tiny["clip"],
-            "--wav2clip_checkpoint", tiny["wav2clip"]]
-
-
-def frame_hashes(video: Path) -> list[str]:
-    from metamusic.media.video import read_frames
-
-    return [hashlib.sha256(f.tobytes()).hexdigest() for f in read_frames(video)]
+from helpers import Result, frame_hashes, model_flags, run_main
 
 
 def folder_bytes(*paths: Path) -> int:
@@ -55,9 +41,8 @@ def test_full_disk_is_one_line_and_the_same_command_resumes_identically(tiny_mod
     args = ["-ap", str(song_wav), *model_flags(tiny_models), "-gid", "cpu", "-s", "32", "32", "--fps", "10",
             "-ips", "4", "-cuts", "2", "-sd", "5", "--precision", "fp32", "--no_sheets"]
 
-    def render(out: Path) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, str(ROOT / "generate.py"), *args, "-o", str(out)], cwd=tmp_path,
-                              capture_output=True, text=True, timeout=600)
+    def render(out: Path) -> Result:
+        return run_main("generate.py", [*args, "-o", str(out)], tmp_path)
 
     reference = render(tmp_path / "ref" / "v.mp4")
     assert reference.returncode == 0, reference.stderr

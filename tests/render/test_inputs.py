@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import logging
 import subprocess
-import sys
 from pathlib import Path
 from typing import Callable
 
 import pytest
+from helpers import model_flags, run_script
 
-ROOT = Path(__file__).resolve().parents[2]
 SONG_SECONDS = 6.0
 
 
@@ -47,11 +46,6 @@ def truncated(path: Path) -> Path:
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     return path
-
-
-def model_flags(tiny: dict[str, str]) -> list[str]:
-    return ["-conf", tiny["vqgan_config"], "-ckpt", tiny["vqgan_checkpoint"], "-m", tiny["clip"],
-            "--wav2clip_checkpoint", tiny["wav2clip"]]
 
 
 def write(path: Path, data: bytes | str) -> Path:
@@ -277,8 +271,7 @@ def test_real_scripts_exit_2(script, case, tiny_models, song_wav, tmp_path):
     out = tmp_path / "out" / "v.mp4"
     flags = base_flags(song_wav, tiny_models, out)
     flags.update(make(tmp_path, song_wav, tiny_models))
-    proc = subprocess.run([sys.executable, str(ROOT / script), *argv_of(flags)], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300)
+    proc = run_script(script, argv_of(flags), tmp_path, timeout=300)
     assert proc.returncode == 2, proc.stderr
     line = proc.stderr.strip().splitlines()[-1]
     assert names(tmp_path) in line and words in line.lower() and "Traceback" not in proc.stderr, line

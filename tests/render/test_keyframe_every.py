@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-import logging
 import math
 import os
 import signal
@@ -15,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import frame_hashes, model_flags, run_main
 
 from metamusic.render.plan import Plan, keyframe_groups, plan_tasks, select_tasks, task_steps, tasks_from
 from metamusic.song.timeline import Segment
@@ -24,7 +23,6 @@ FPS = 10
 SONG_SECONDS = 6.0  # the song_wav fixture: 120 bpm
 LYRICS = ("timestamp,text\n00:01,a red sunrise over the hills\n00:03,the deep blue ocean\n"
           "00:04,a green forest at night\n")
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 def seg(i: int, lyric: int | None = None, length: float = 0.5) -> Segment:
@@ -121,11 +119,6 @@ def test_from_segment_inside_a_keyframe_redoes_that_keyframe_and_what_needs_it()
 # Renders with the tiny checkpoints
 
 
-def model_flags(tiny: dict[str, str]) -> list[str]:
-    return ["-conf", tiny["vqgan_config"], "-ckpt", tiny["vqgan_checkpoint"], "-m", tiny["clip"],
-            "--wav2clip_checkpoint", tiny["wav2clip"]]
-
-
 @pytest.fixture(scope="module")
 def render_args(tiny_models, song_wav, tmp_path_factory) -> list[str]:
     lyrics = tmp_path_factory.mktemp("lyrics") / "lyrics.csv"
@@ -135,28 +128,11 @@ def render_args(tiny_models, song_wav, tmp_path_factory) -> list[str]:
             "--keyframe_steps", "6"]
 
 
-def generate(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "generate.py"), *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=600, env=ENV)
-
-
-def generate_here(args: list[str]) -> str:
+def generate_here(args: list[str], cwd: Path) -> str:
     """Render in this process (no start-up cost); returns what it logged."""
-    from metamusic.cli import generate_main
-
-    logger = logging.getLogger("metamusic")
-    lines: list[str] = []
-    handler = logging.Handler(logging.INFO)
-    handler.emit = lambda record: lines.append(record.getMessage())  # type: ignore[method-assign]
-    level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
-        assert generate_main(args) == 0
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
-    return "\n".join(lines)
+    proc = run_main("generate.py", args, cwd)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stderr
 
 
 def assert_song_length(video: Path) -> None:
@@ -205,7 +181,7 @@ def check_render(log: str, out: Path, every) -> list[tuple[int, int]]:
 def every_2(render_args, tmp_path_factory) -> Path:
     """A finished --keyframe_every 2 render (warm-started keyframes): its video."""
     out = tmp_path_factory.mktemp("every_2") / "v.mp4"
-    check_render(generate_here([*render_args, "--keyframe_every", "2", "-o", str(out)]), out, 2)
+    check_render(generate_here([*render_args, "--keyframe_every", "2", "-o", str(out)], out.parent), out, 2)
     return out
 
 
@@ -222,7 +198,8 @@ def test_keyframe_every_2_optimises_half_the_keyframes(every_2):
 
 def test_one_keyframe_per_lyric_line(render_args, tmp_path):
     out = tmp_path / "v.mp4"
-    groups = check_render(generate_here([*render_args, "--keyframe_every", "line", "-o", str(out)]), out, "line")
+    log = generate_here([*render_args, "--keyframe_every", "line", "-o", str(out)], tmp_path)
+    groups = check_render(log, out, "line")
     info = json.loads((tmp_path / "v.run" / "run.json").read_text())
     assert info["totals"]["steps"] == 6 * len(groups)
     board = yaml.safe_load((tmp_path / "v.run" / "storyboard.yaml").read_text())["segments"]
@@ -232,7 +209,7 @@ def test_one_keyframe_per_lyric_line(render_args, tmp_path):
 def test_preview_of_independent_batched_keyframes_per_line(render_args, tmp_path):
     out = tmp_path / "v.mp4"
     log = generate_here([*render_args, "--keyframe_every", "line", "--independent_keyframes", "--batch_keyframes", "2",
-                         "--preview", "--preview_steps", "2", "-o", str(out)])
+                         "--preview", "--preview_steps", "2", "-o", str(out)], tmp_path)
     assert not out.exists()
     groups = check_render(log, tmp_path / "v.preview.mp4", "line")
     run_dir = tmp_path / "v.preview.run"
@@ -242,18 +219,12 @@ def test_preview_of_independent_batched_keyframes_per_line(render_args, tmp_path
     assert info["totals"]["steps"] == 2 * len(groups)  # --preview_steps per keyframe
 
 
-def frame_hashes(video: Path) -> list[str]:
-    from metamusic.media.video import read_frames
-
-    return [hashlib.sha256(f.tobytes()).hexdigest() for f in read_frames(video)]
-
-
 def test_killed_render_resumes_to_the_uninterrupted_video(render_args, every_2, tmp_path):
     args = [*render_args, "--keyframe_every", "2"]
     out, run_dir = tmp_path / "v.mp4", tmp_path / "v.run"
     cmd = [sys.executable, str(ROOT / "generate.py"), *args, "-o", str(out)]
     marker = run_dir / "tasks" / "keyframes_00002.json"  # killed in the middle of the keyframe chain
-    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV,
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None and not marker.exists():
@@ -267,7 +238,7 @@ def test_killed_render_resumes_to_the_uninterrupted_video(render_args, every_2, 
     finished = list((run_dir / "tasks").glob("*.json"))
     assert 2 <= len(finished) < len(plan["tasks"])
 
-    again = generate([*args, "-o", str(out)], tmp_path)
+    again = run_main("generate.py", [*args, "-o", str(out)], tmp_path)  # the same command, in-process
     assert again.returncode == 0, again.stderr
     assert f"resuming {run_dir}" in again.stderr
     info = json.loads((run_dir / "run.json").read_text())

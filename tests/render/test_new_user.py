@@ -4,31 +4,21 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
-
-ROOT = Path(__file__).resolve().parents[2]
-FPS = 10
-LYRICS = "timestamp,text\n00:01,a red sunrise over the hills\n00:03,the deep blue ocean\n00:04,a green forest at night\n"
+from helpers import FPS, LYRICS, fast_flags, model_flags, run_main
 
 
-def model_flags(tiny: dict[str, str]) -> list[str]:
-    return ["-conf", tiny["vqgan_config"], "-ckpt", tiny["vqgan_checkpoint"], "-m", tiny["clip"],
-            "--wav2clip_checkpoint", tiny["wav2clip"]]
+def fast() -> list[str]:
+    """Each render here: 32x32, -ips 2, 2 cut-outs, seed 3, no storyboard sheets."""
+    return fast_flags(ips=2, cuts=2, seed=3, sheets=False)
 
 
-def fast_flags() -> list[str]:
-    return ["-gid", "cpu", "-s", "32", "32", "--fps", str(FPS), "-ips", "2", "-cuts", "2", "-sd", "3",
-            "--precision", "fp32", "--no_sheets"]
-
-
-def generate(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "generate.py"), *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=600)
+def generate(args: list[str], cwd: Path):
+    """generate.py with these flags, run in this process (no interpreter start-up)."""
+    return run_main("generate.py", args, cwd)
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +30,7 @@ def lyrics_csv(tmp_path_factory) -> Path:
 
 def test_fused_audio_weight_zero_is_text_only_and_silent_segments_hold(tiny_models, song_wav, lyrics_csv, tmp_path):
     out = tmp_path / "v.mp4"
-    proc = generate(["-ap", str(song_wav), "-lyr", str(lyrics_csv), *model_flags(tiny_models), *fast_flags(),
+    proc = generate(["-ap", str(song_wav), "-lyr", str(lyrics_csv), *model_flags(tiny_models), *fast(),
                      "--mode", "fused", "--audio_weight", "0", "-o", str(out)], tmp_path)
     assert proc.returncode == 0, proc.stderr
     run_dir = tmp_path / "v.run"
@@ -82,7 +72,7 @@ def test_storyboard_weight_edit_changes_the_render(tiny_models, song_wav, lyrics
 
 def test_resuming_a_preview_keeps_its_names_and_a_saved_gpu_is_checked(tiny_models, song_wav, tmp_path):
     out = tmp_path / "v.mp4"
-    args = ["-ap", str(song_wav), *model_flags(tiny_models), *fast_flags(), "--preview", "-o", str(out)]
+    args = ["-ap", str(song_wav), *model_flags(tiny_models), *fast(), "--preview", "-o", str(out)]
     proc = generate(args, tmp_path)
     assert proc.returncode == 0, proc.stderr
     preview_run = tmp_path / "v.preview.run"
@@ -108,11 +98,11 @@ def test_a_failed_model_load_writes_nothing_and_the_fix_needs_no_force(tiny_mode
     flags = model_flags(tiny_models)
     flags[flags.index("-ckpt") + 1] = str(broken)
     out = tmp_path / "v.mp4"
-    proc = generate(["-ap", str(song_wav), *flags, *fast_flags(), "-ips", "1", "-o", str(out)], tmp_path)
+    proc = generate(["-ap", str(song_wav), *flags, *fast(), "-ips", "1", "-o", str(out)], tmp_path)
     assert proc.returncode == 2, proc.stderr
     assert str(broken) in proc.stderr.strip().splitlines()[-1] and "Traceback" not in proc.stderr
     assert not (tmp_path / "v.run").exists() and not out.exists()
-    fixed = generate(["-ap", str(song_wav), *model_flags(tiny_models), *fast_flags(), "-ips", "1", "-o", str(out)],
+    fixed = generate(["-ap", str(song_wav), *model_flags(tiny_models), *fast(), "-ips", "1", "-o", str(out)],
                      tmp_path)
     assert fixed.returncode == 0, fixed.stderr
     lines = fixed.stderr.splitlines()
@@ -160,7 +150,7 @@ def test_motion_interpolation_uses_the_crf(monkeypatch, tmp_path):
 def test_keep_states_every_n_thins_states_and_from_segment_names_the_possible_values(tiny_models, song_wav,
                                                                                    tmp_path):
     out = tmp_path / "v.mp4"
-    args = ["-ap", str(song_wav), *model_flags(tiny_models), *fast_flags(), "-ips", "1", "--keep_states", "every:3",
+    args = ["-ap", str(song_wav), *model_flags(tiny_models), *fast(), "-ips", "1", "--keep_states", "every:3",
             "-o", str(out)]
     proc = generate(args, tmp_path)
     assert proc.returncode == 0, proc.stderr

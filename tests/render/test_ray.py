@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import os
 import signal
 import socket
@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import frame_hashes
 
 pytest.importorskip("ray")
 
@@ -20,27 +21,34 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
 
-def frame_hashes(video: Path) -> list[str]:
-    from metamusic.media.video import read_frames
-
-    return [hashlib.sha256(f.tobytes()).hexdigest() for f in read_frames(video)]
-
-
 # Ray on this machine only: single-machine mode keeps every Ray process on 127.0.0.1 (without it
 # Ray replaces 127.0.0.1 by the machine's network address); the test cluster has no auth token.
 RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled"}
 
 
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct ports free on 127.0.0.1, chosen by the OS (all held open until all are chosen)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    """A Ray head on 127.0.0.1 with 2 CPUs, stopped afterwards; yields its address."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    """A Ray head on 127.0.0.1 with 2 CPUs, stopped afterwards; yields its address.
+
+    Its ports with a fixed default (GCS 6379, dashboard agent 52365) are free ones the OS picks, so
+    that it never collides with another test run's servers; Ray picks the rest (the client server,
+    default 10001, runs only with ray[client], which the Ray extra does not install).
+    """
+    port, agent_port = free_ports(2)
     ray = str(Path(sys.executable).with_name("ray"))
     env = dict(os.environ, **RAY_ENV)
-    start = subprocess.run([ray, "start", "--head", "--port", str(port), "--num-cpus", "2", "--num-gpus", "0",
-                            "--node-ip-address", "127.0.0.1", "--include-dashboard=false", "--disable-usage-stats"],
+    start = subprocess.run([ray, "start", "--head", "--port", str(port), "--dashboard-agent-listen-port",
+                            str(agent_port), "--num-cpus", "2", "--num-gpus", "0", "--node-ip-address", "127.0.0.1",
+                            "--include-dashboard=false", "--disable-usage-stats"],
                            capture_output=True, text=True, timeout=300, env=env)
     assert start.returncode == 0, start.stderr
     try:

@@ -1,7 +1,8 @@
 """Run folders that survive anything: SIGKILL and Ctrl-C mid-segment, resume, storyboard edits.
 
-Real renders run in subprocesses with the tiny checkpoints on CPU. A killed-and-resumed render
-must equal an uninterrupted one of the same seed frame for frame.
+Renders use the tiny checkpoints on CPU. The interrupted renders and the uninterrupted references
+run in subprocesses (they are killed, or run beside a test); the resumes run in this process. A
+killed-and-resumed render must equal an uninterrupted one of the same seed frame for frame.
 """
 
 from __future__ import annotations
@@ -20,17 +21,12 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from helpers import Result, frame_hashes, model_flags, run_main
 
 ROOT = Path(__file__).resolve().parents[2]
 FPS = 10
 LYRICS = ("timestamp,text\n00:01,a red sunrise over the hills\n00:03,the deep blue ocean\n"
           "00:04,a green forest at night\n")
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
-
-
-def model_flags(tiny: dict[str, str]) -> list[str]:
-    return ["-conf", tiny["vqgan_config"], "-ckpt", tiny["vqgan_checkpoint"], "-m", tiny["clip"],
-            "--wav2clip_checkpoint", tiny["wav2clip"]]
 
 
 def slow_flags() -> list[str]:
@@ -42,14 +38,10 @@ def script(name: str, args: list[str]) -> list[str]:
     return [sys.executable, str(ROOT / name), *args]
 
 
-def run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=600, env=ENV)
-
-
-def frame_hashes(video: Path) -> list[str]:
-    from metamusic.media.video import read_frames
-
-    return [hashlib.sha256(f.tobytes()).hexdigest() for f in read_frames(video)]
+def run(cmd: list[str], cwd: Path) -> Result:
+    """Run ``cmd`` (``python SCRIPT ARGS...``) in this process, in ``cwd``: no interpreter start-up."""
+    assert cmd[0] == sys.executable, cmd
+    return run_main(Path(cmd[1]).name, cmd[2:], cwd)
 
 
 def file_hash(path: Path) -> str:
@@ -85,7 +77,7 @@ class Reference:
         self.run_dir = work / "ref.run"
         self._err = open(work / "stderr.txt", "w+")
         self._proc = subprocess.Popen(script("generate.py", [*render_args, "-o", str(self.out)]), cwd=work,
-                                      stdout=subprocess.DEVNULL, stderr=self._err, env=ENV)
+                                      stdout=subprocess.DEVNULL, stderr=self._err)
         self._data: dict | None = None
 
     def __getitem__(self, key: str):
@@ -126,7 +118,7 @@ def interrupt_mid_segment(cmd: list[str], cwd: Path, run_dir: Path, sig: int) ->
     """
     err_path = cwd / f"stderr_{sig}.txt"
     with open(err_path, "w") as err:
-        proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=err, env=ENV,
+        proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=err,
                                 start_new_session=True)
         deadline = time.monotonic() + 300
         in_progress = None
@@ -278,7 +270,7 @@ def keyframe_references(render_args, tmp_path_factory):
 
 def kill_when(cmd: list[str], cwd: Path, ready) -> subprocess.Popen:
     """Start ``cmd`` and SIGKILL its process group as soon as ``ready()`` is true."""
-    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV,
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None:

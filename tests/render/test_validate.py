@@ -7,6 +7,7 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+from helpers import model_flags
 
 from metamusic.config import Config
 from metamusic.errors import InputError
@@ -25,11 +26,6 @@ def no_models(monkeypatch):
         raise ModelsLoaded
 
     monkeypatch.setattr(render, "load_models", sentinel)
-
-
-def model_flags(tiny: dict[str, str]) -> list[str]:
-    return ["-conf", tiny["vqgan_config"], "-ckpt", tiny["vqgan_checkpoint"], "-m", tiny["clip"],
-            "--wav2clip_checkpoint", tiny["wav2clip"]]
 
 
 # (flags, text the one error line must contain: the flag and what it accepts)
