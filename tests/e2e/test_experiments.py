@@ -141,7 +141,6 @@ def test_runner_renders_scores_and_tabulates_every_configuration(runner, tiny_mo
     assert names == ["text_only", "audio_only", "m2v", "fused", "interpolate", "keyframes"]
 
     # results.csv: one row per configuration, in order; every one rendered and scored
-    # (keyframes may be "skipped" while keyframe mode is not yet hooked into the renderer).
     rows = read_csv(out / "results.csv")
     assert [r["configuration"] for r in rows] == names
     by = {r["configuration"]: r for r in rows}
