@@ -217,6 +217,74 @@ def ours_runner(vqgan: Any, perceptor: Any, size: int, cutn: int, device: torch.
     return lambda seed: stepper.step(targets, seed, index=0).loss
 
 
+def _median_time(fn: Callable[[], Any], repeats: int, device: torch.device) -> float:
+    """Median wall seconds of ``fn()`` over ``repeats`` calls, after one untimed call."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def step_breakdown(vqgan: Any, perceptor: Any, size: int, cutn: int, device: torch.device,
+                   repeats: int = 3, **config: Any) -> dict[str, float]:
+    """Seconds of each part of a Stepper step (forward + backward), each timed on its own.
+
+    decoder: quantise + decode + clamp, backward to z; augments: cut-outs, kornia augments and
+    noise, backward to the image; clip: normalise + image tower + loss, backward to the
+    cut-outs; optimiser: Adam step + clamp of z. The parts' sum is close to a whole step.
+    """
+    stepper = Stepper(vqgan, perceptor, StepConfig(cutn=cutn, **config), start_latent(vqgan, size, device))
+    targets = text_like_target(perceptor, device)
+
+    def gen() -> torch.Generator:
+        return torch.Generator(device=device).manual_seed(3)
+
+    def decoder() -> None:
+        stepper.z.grad = None
+        image = stepper._synth(stepper.z)
+        image.backward(torch.full_like(image, 1e-3))
+
+    image = stepper._synth(stepper.z).detach()
+
+    def augments() -> None:
+        x = image.clone().requires_grad_(True)
+        cut = stepper._cutouts(x, gen())
+        cut.backward(torch.full_like(cut, 1e-3))
+
+    cutouts = stepper._cutouts(image, gen()).detach()
+
+    def clip() -> None:
+        x = cutouts.clone().requires_grad_(True)
+        torch.stack(stepper._terms(stepper._embed(x), targets, 0)).sum().backward()
+
+    def optimiser() -> None:
+        stepper.z.grad = torch.full_like(stepper.z, 1e-3)
+        stepper._update()
+
+    parts = {"decoder": decoder, "augments": augments, "clip": clip, "optimiser": optimiser}
+    return {name: _median_time(fn, repeats, device) for name, fn in parts.items()}
+
+
+def grad_cosine(vqgan: Any, perceptor: Any, size: int, cutn: int, device: torch.device,
+                seeds: Sequence[int] = (7, 8), **config: Any) -> list[float]:
+    """Cosine similarity of dloss/dz after one step with ``config`` vs the same step in fp32, per seed."""
+    targets = text_like_target(perceptor, device)
+    cosines = []
+    for seed in seeds:
+        grads = []
+        for cfg in (config, {**config, "precision": "fp32"}):
+            stepper = Stepper(vqgan, perceptor, StepConfig(cutn=cutn, **cfg), start_latent(vqgan, size, device))
+            stepper.step(targets, seed, index=0)
+            grads.append(stepper.z.grad.detach().flatten().float())
+        cosines.append(F.cosine_similarity(grads[0], grads[1], dim=0).item())
+    return cosines
+
+
 VARIANTS: dict[str, dict[str, Any]] = {
     "ours": {"precision": "auto"},  # the renderer's defaults
     "ours-fp32": {"precision": "fp32"},
@@ -385,6 +453,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                            "ours_cpu_s": res[first]["cpu_s"], "baseline_cpu_s": res["baseline"]["cpu_s"],
                            "cpu_ratio": res["baseline"]["cpu_s"] / res[first]["cpu_s"],
                            "ratio_min": res["baseline"]["min_s"] / res[first]["min_s"]}
+                parts = step_breakdown(vqgan, perceptor, size, cutn, device, **VARIANTS[first])
+                print("breakdown " + first + ": " + ", ".join(f"{k} {v:.3f} s" for k, v in parts.items())
+                      + f" (sum {sum(parts.values()):.3f} s)", flush=True)
+                cosines = grad_cosine(vqgan, perceptor, size, cutn, device, **VARIANTS[first])
+                print(f"grad cosine vs fp32 ({first}, seeds 7 8): "
+                      + ", ".join(f"{c:.4f}" for c in cosines), flush=True)
+                summary.update(breakdown_s={k: round(v, 4) for k, v in parts.items()},
+                               grad_cosine_vs_fp32=round(min(cosines), 4),
+                               grad_cosines_vs_fp32=[round(c, 4) for c in cosines])
             del runs
         del vqgan, perceptor
 
@@ -425,7 +502,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         memory = {"size": msize, "cutn": mcutn, "method": method, **memory}
 
     result = {
-        **{k: round(v, 4) for k, v in summary.items()},
+        **{k: round(v, 4) if isinstance(v, float) else v for k, v in summary.items()},
         "setting": "real 256x256 cutn 8" if settings else "tiny",
         "variant": args.variants[0],
         "peak_memory_mb": memory,

@@ -58,7 +58,8 @@ def nearest_codes(z: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
     b, c, h, w = z.shape
     flat = z.movedim(1, 3).reshape(-1, c)  # (B*H*W, C)
     cb = codebook.to(flat.dtype)
-    d = flat.pow(2).sum(1, keepdim=True) + cb.pow(2).sum(1) - 2 * flat @ cb.T  # (B*H*W, K)
+    # |x|^2 + |c|^2 - 2 x.c without the per-row constant |x|^2 (same argmin), one fused addmm.
+    d = torch.addmm(cb.pow(2).sum(1), flat, cb.T, alpha=-2)  # (B*H*W, K)
     return d.argmin(1).view(b, h, w)
 
 

@@ -339,6 +339,69 @@ def _load_strict(model: torch.nn.Module, state: dict[str, Tensor], path: Path) -
     model.load_state_dict(state, strict=True)
 
 
+# --------------------------------------------------------------------------- fast image tower
+
+
+def _fast_block_supported(block: torch.nn.Module) -> bool:
+    attn = getattr(block, "attn", None)
+    return (
+        isinstance(attn, torch.nn.MultiheadAttention)
+        and attn._qkv_same_embed_dim
+        and attn.in_proj_weight is not None
+        and attn.in_proj_bias is not None
+        and attn.dropout == 0.0
+        and not hasattr(block, "ln_1_kv")
+        and all(hasattr(block, name) for name in ("ln_1", "ln_2", "ls_1", "ls_2", "mlp"))
+    )
+
+
+def fast_vit_supported(visual: torch.nn.Module) -> bool:
+    """Whether :func:`vit_image_features` computes ``visual(x)`` for this open_clip tower.
+
+    True for open_clip's VisionTransformer as OpenAI's ViTs build it: class-token pooling, no
+    attention pooler, plain ``nn.MultiheadAttention`` blocks, patch dropout off (eval).
+    """
+    transformer = getattr(visual, "transformer", None)
+    blocks = getattr(transformer, "resblocks", None)
+    return (
+        hasattr(visual, "_embeds")
+        and getattr(visual, "attn_pool", None) is None
+        and getattr(visual, "pool_type", None) == "tok"
+        and getattr(visual, "final_ln_after_pool", False) is False
+        and not getattr(visual, "output_tokens", False)
+        and not (visual.training and not isinstance(getattr(visual, "patch_dropout", None), torch.nn.Identity))
+        and isinstance(blocks, torch.nn.ModuleList)
+        and len(blocks) > 0
+        and all(_fast_block_supported(b) for b in blocks)
+    )
+
+
+def _self_attention(attn: torch.nn.MultiheadAttention, x: Tensor) -> Tensor:
+    """nn.MultiheadAttention(x, x, x) of batch-first tokens, one fused q/k/v matmul. (B, L, D) -> (B, L, D)"""
+    b, n, d = x.shape
+    heads = attn.num_heads
+    qkv = torch.nn.functional.linear(x, attn.in_proj_weight, attn.in_proj_bias)  # (B, L, 3D)
+    q, k, v = qkv.view(b, n, 3, heads, d // heads).permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, H, L, d)
+    out = torch.nn.functional.scaled_dot_product_attention(q, k, v)  # (B, H, L, d)
+    out = out.transpose(1, 2).reshape(b, n, d)  # (B, L, D)
+    return attn.out_proj(out)
+
+
+def vit_image_features(visual: torch.nn.Module, x: Tensor) -> Tensor:
+    """open_clip ``VisionTransformer(x)`` (see :func:`fast_vit_supported`), batch-first throughout.
+
+    The same blocks (LayerNorms, MLPs, weights) in the same order; only the attention is
+    computed with one fused q/k/v projection and ``scaled_dot_product_attention`` instead of
+    nn.MultiheadAttention's layout changes. (B, 3, R, R) normalised -> (B, D)
+    """
+    h = visual._embeds(x)  # (B, L, W): patches + class token, positions, ln_pre
+    for block in visual.transformer.resblocks:
+        h = h + block.ls_1(_self_attention(block.attn, block.ln_1(h)))
+        h = h + block.ls_2(block.mlp(block.ln_2(h)))
+    pooled, _ = visual._pool(h)  # (B, W): ln_post, class token
+    return pooled @ visual.proj if visual.proj is not None else pooled  # (B, D)
+
+
 # --------------------------------------------------------------------------- perceptor
 
 
@@ -384,6 +447,21 @@ class Perceptor:
                 f"CLIP {self.name} expects images of shape (B, 3, {r}, {r}), got {tuple(x.shape)}"
             )
         return self.model.encode_image(x)  # (B, D)
+
+    def encode_image_fast(self, x: Tensor) -> Tensor:
+        """:meth:`encode_image` through :func:`vit_image_features` when the tower allows it.
+
+        Same values up to float rounding; falls back to :meth:`encode_image` for other towers.
+        """
+        visual = getattr(self.model, "visual", None)
+        if visual is None or not fast_vit_supported(visual):
+            return self.encode_image(x)
+        r = self.input_resolution
+        if x.ndim != 4 or x.shape[1] != 3 or x.shape[-2:] != (r, r):
+            raise ValueError(
+                f"CLIP {self.name} expects images of shape (B, 3, {r}, {r}), got {tuple(x.shape)}"
+            )
+        return vit_image_features(visual, x)  # (B, D)
 
     def tokenize(self, texts: list[str] | str) -> Tensor:
         """BPE-tokenise texts to (N, context_length) ids, truncating over-long ones with a warning."""

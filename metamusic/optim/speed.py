@@ -8,6 +8,8 @@ compilation), never the values it produces beyond float rounding:
   (non-contiguous) tensor to its input projection, which torch 2.x runs in bf16 as a batched
   matmul over 50 copies of the weight (measured ~55x slower than the contiguous matmul).
 - :func:`decoder_checkpointing`: gradient checkpointing of the VQGAN decoder for one call.
+- :func:`decoder_float32_levels`: under autocast, the decoder's low-resolution levels in float32
+  (:data:`FLOAT32_LEVELS`): this one does change values, toward fp32's (see its docstring).
 - :func:`channels_last_helps`: whether a channels-last decoder input is faster (measured).
 - :func:`compiled_call`: one ``torch.compile`` per callable kind per process, shared by every
   Stepper (a new Stepper per segment does not recompile).
@@ -26,6 +28,8 @@ __all__ = [
     "channels_last_helps",
     "compiled_call",
     "decoder_checkpointing",
+    "decoder_float32_levels",
+    "FLOAT32_LEVELS",
     "has_checkpointing",
     "sequence_first_attention",
 ]
@@ -102,6 +106,40 @@ def decoder_checkpointing(decoder: Any, enabled: bool) -> Iterator[None]:
         yield
     finally:
         module.use_checkpointing = before
+
+
+# Lowest-resolution decoder levels kept in float32 under bf16/fp16 autocast. f16_16384 at 256x256,
+# random weights, cosine of the latent's gradient to fp32's (seeds 7, 8, 9; bench/README.md): all
+# bf16 0.963-0.972; conv_in + mid + 2 levels (16x16, 32x32) 0.985-0.989; + 3 levels (up to 64x64)
+# 0.991-0.993, for ~10% of the decoder's multiply-adds.
+FLOAT32_LEVELS = 3
+
+
+def _float32_module(decoder: Any) -> Any:
+    """The module carrying ``float32_levels`` (VQGAN.decoder, or the decoder itself), or None."""
+    for candidate in (getattr(decoder, "decoder", None), decoder):
+        if candidate is not None and isinstance(getattr(candidate, "float32_levels", None), int):
+            return candidate
+    return None
+
+
+@contextlib.contextmanager
+def decoder_float32_levels(decoder: Any, levels: int) -> Iterator[None]:
+    """Set the decoder's ``float32_levels`` to ``levels`` inside the block, then restore it.
+
+    Decoders without the attribute are left alone. Only acts under autocast: in float32 the
+    decoder computes the same either way.
+    """
+    module = _float32_module(decoder)
+    if module is None:
+        yield
+        return
+    before = module.float32_levels
+    module.float32_levels = levels
+    try:
+        yield
+    finally:
+        module.float32_levels = before
 
 
 def _decode(decoder: Any, z_q: torch.Tensor) -> torch.Tensor:

@@ -46,9 +46,11 @@ from metamusic.optim.init import clamp_latent, z_bounds
 from metamusic.optim.optimisers import build_optimiser, canonical_optimiser
 from metamusic.optim.prompts import Target, target_loss
 from metamusic.optim.speed import (
+    FLOAT32_LEVELS,
     channels_last_helps,
     compiled_call,
     decoder_checkpointing,
+    decoder_float32_levels,
     has_checkpointing,
     sequence_first_attention,
 )
@@ -241,13 +243,16 @@ def decode_quantised(
 ) -> torch.Tensor:
     """Image in [0, 1] of quantised latents (VQGAN-CLIP's ``synth``). (B, C, h, w) -> (B, 3, H, W)
 
-    Decoded under autocast to ``dtype``, with the decoder checkpointed (``low_memory``; only acts
-    when gradients are on) and/or compiled; clamped with a gradient that pushes back into range.
+    Decoded under autocast to ``dtype`` (its ``speed.FLOAT32_LEVELS`` lowest-resolution levels in
+    float32), with the decoder checkpointed (``low_memory``; only acts when gradients are on)
+    and/or compiled; clamped with a gradient that pushes back into range.
     """
     if channels_last:
         z_q = z_q.contiguous(memory_format=torch.channels_last)
     call = functools.partial(compiled_call("decode"), decoder) if compile else decoder.decode
-    with decoder_checkpointing(decoder, low_memory), _autocast(z_q.device, dtype):
+    levels = FLOAT32_LEVELS if dtype is not None else 0
+    with decoder_checkpointing(decoder, low_memory), decoder_float32_levels(decoder, levels), \
+            _autocast(z_q.device, dtype):
         raw = call(z_q)  # (B, 3, H, W) ~[-1, 1]
     return clamp_with_grad((raw.float() + 1) / 2, 0.0, 1.0)
 
@@ -297,10 +302,14 @@ def embed_cutouts(
 ) -> torch.Tensor:
     """CLIP image embeddings (float32) of cut-outs in [0, 1]. (B, 3, S, S) -> (B, D).
 
-    open_clip ViTs run sequence-first (same values, contiguous projections: see ``speed``).
+    Through the perceptor's ``encode_image_fast`` when it has one (open_clip ViTs: fused q/k/v
+    attention, ``models.clip.vit_image_features``); else open_clip ViTs run sequence-first (same
+    values, contiguous projections: see ``speed``).
     """
     x = perceptor.normalize(cutouts)
-    encode = functools.partial(compiled_call("encode_image"), perceptor) if compile else perceptor.encode_image
+    fast = getattr(perceptor, "encode_image_fast", None)
+    encode = functools.partial(compiled_call("encode_image"), perceptor) if compile else (
+        fast or perceptor.encode_image)
     with sequence_first_attention(perceptor), _autocast(cutouts.device, dtype):
         embeds = encode(x)
     return embeds.float()

@@ -335,3 +335,19 @@ def test_truncated_archive_and_wrong_state_dict(tiny, tmp_path):
     torch.save(state, broken)
     with pytest.raises(CheckpointError, match=r"missing 1 key\(s\) e\.g\. ln_final\.bias"):
         load_clip(str(broken))
+
+
+def test_fast_image_tower_equals_encode_image_with_gradients(perceptor):
+    assert clip_mod.fast_vit_supported(perceptor.model.visual)
+    x = images(seed=21, n=3)
+    results = []
+    for encode in (perceptor.encode_image, perceptor.encode_image_fast):
+        xx = x.clone().requires_grad_(True)
+        out = encode(xx)
+        out.square().sum().backward()
+        results.append((out.detach(), xx.grad))
+    torch.testing.assert_close(results[1][0], results[0][0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(results[1][1], results[0][1], rtol=1e-4, atol=1e-6)
+    assert results[0][1].abs().sum() > 0
+    with pytest.raises(ValueError, match="expects images"):
+        perceptor.encode_image_fast(torch.zeros(1, 3, 8, 8))

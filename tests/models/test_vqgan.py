@@ -20,6 +20,7 @@ from metamusic.models.vqgan import (
     Decoder,
     Encoder,
     GumbelQuantizer,
+    Upsample,
     VectorQuantizer,
     VQGANConfig,
 )
@@ -427,3 +428,56 @@ def test_without_the_reference_only_the_comparisons_skip(tmp_path):
     summary = proc.stdout.strip().splitlines()[-1]
     assert "3 skipped" in summary and " passed" in summary, summary
     assert int(summary.split(" passed")[0].split()[-1]) >= 10, summary
+
+
+def test_folded_upsample_equals_nearest_then_conv_with_gradients():
+    torch.manual_seed(0)
+    up = Upsample(6).double().requires_grad_(True)
+    x = torch.randn(2, 6, 5, 7, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(2, 6, 10, 14, dtype=torch.float64)
+    grads = []
+    for forward in (up.forward, up.forward_unfolded):
+        up.zero_grad()
+        x.grad = None
+        out = forward(x)
+        (out * w).sum().backward()
+        grads.append((out.detach(), x.grad.clone(), up.conv.weight.grad.clone(), up.conv.bias.grad.clone()))
+    assert grads[0][0].shape == (2, 6, 10, 14)
+    for folded, unfolded in zip(*grads):
+        torch.testing.assert_close(folded, unfolded, rtol=1e-12, atol=1e-12)
+
+
+def test_folded_upsample_weight_cache_follows_the_weights():
+    torch.manual_seed(1)
+    up = Upsample(4).requires_grad_(False)
+    x = torch.randn(1, 4, 3, 3)
+    first = up(x)
+    torch.testing.assert_close(first, up.forward_unfolded(x))
+    with torch.no_grad():
+        up.conv.weight.mul_(2)  # in place: the cached fold must be rebuilt
+    second = up(x)
+    assert not torch.allclose(first, second)
+    torch.testing.assert_close(second, up.forward_unfolded(x))
+
+
+def test_float32_levels_only_change_values_under_autocast(tiny_model):
+    gen = torch.Generator().manual_seed(10)
+    z = torch.randn(1, 8, 4, 4, generator=gen)
+    decoder = tiny_model.decoder
+    assert decoder.float32_levels == 0
+    plain = tiny_model.decode(z)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        bf16 = tiny_model.decode(z)
+    try:
+        decoder.float32_levels = 1
+        torch.testing.assert_close(tiny_model.decode(z), plain)  # no autocast: same computation
+        seen = []
+        hook = decoder.mid.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed = tiny_model.decode(z)
+        hook.remove()
+    finally:
+        decoder.float32_levels = 0
+    assert seen == [torch.float32]  # the bottleneck ran in float32 despite autocast
+    assert not torch.equal(mixed, bf16)
+    assert (mixed.float() - plain).abs().mean() <= (bf16.float() - plain).abs().mean()

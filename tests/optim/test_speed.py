@@ -156,3 +156,31 @@ def test_channels_last_keeps_the_loss(models):
     loss_b, grad_b = _grad_after_step(models, precision="fp32", channels_last=True)
     assert math.isclose(loss_a, loss_b, abs_tol=1e-5)
     assert torch.allclose(grad_a, grad_b, rtol=1e-4, atol=1e-6)
+
+
+def test_bf16_decode_keeps_low_levels_float32_and_restores_the_flag(models):
+    from metamusic.optim.speed import FLOAT32_LEVELS
+    from metamusic.optim.stepper import decode_quantised
+
+    vqgan, _ = models
+    seen = []
+    hook = vqgan.decoder.mid.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    try:
+        z_q = vqgan.quantize_latent(_z0(vqgan))
+        decode_quantised(vqgan, z_q, torch.bfloat16)
+        decode_quantised(vqgan, z_q, None)
+    finally:
+        hook.remove()
+    assert FLOAT32_LEVELS > 0 and seen == [torch.float32, torch.float32]
+    assert vqgan.decoder.float32_levels == 0  # restored after the call
+
+
+def test_bench_breakdown_and_gradient_cosine_on_tiny_models(models, bench):
+    vqgan, perceptor = models
+    device = torch.device("cpu")
+    parts = bench.step_breakdown(vqgan, perceptor, 32, CUTN, device, repeats=1, precision="bf16")
+    assert set(parts) == {"decoder", "augments", "clip", "optimiser"}
+    assert all(v > 0 for v in parts.values())
+    cosines = bench.grad_cosine(vqgan, perceptor, 32, CUTN, device, seeds=(7,), precision="bf16")
+    same = bench.grad_cosine(vqgan, perceptor, 32, CUTN, device, seeds=(7,), precision="fp32")
+    assert 0.9 < cosines[0] < 1.0 + 1e-6 and abs(same[0] - 1.0) < 1e-6
