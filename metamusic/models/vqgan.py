@@ -217,10 +217,13 @@ def folded_upsample_weight(weight: torch.Tensor) -> torch.Tensor:
     """conv_transpose2d weight equal to nearest x2 followed by a 3x3 conv of ``weight``.
 
     (Cout, Cin, 3, 3) -> (Cin, Cout, 4, 4). Each output pixel then costs 4 taps instead of 9 on
-    the upsampled image, with the same values up to float rounding (sums of weights).
+    the upsampled image, with the same values up to float rounding (sums of weights). Summed in
+    the weight's own dtype even under autocast, so a folded weight cached during a bf16 step
+    still serves a float32 decode.
     """
     taps = torch.tensor(_UPSAMPLE_TAPS, dtype=weight.dtype, device=weight.device)  # (4, 3)
-    return torch.einsum("ak,oikl,bl->ioab", taps, weight, taps)  # (Cin, Cout, 4, 4)
+    with torch.autocast(weight.device.type, enabled=False):
+        return torch.einsum("ak,oikl,bl->ioab", taps, weight, taps)  # (Cin, Cout, 4, 4)
 
 
 class Upsample(nn.Module):

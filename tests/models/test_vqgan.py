@@ -460,6 +460,19 @@ def test_folded_upsample_weight_cache_follows_the_weights():
     torch.testing.assert_close(second, up.forward_unfolded(x))
 
 
+def test_folded_weight_cached_under_autocast_still_serves_a_float32_decode():
+    """A bf16 step (autocast, weights without gradient) fills the cache first; a float32 decode
+    after it (keyframe frames, --precision fp32, evaluation) must not get a bf16 weight."""
+    torch.manual_seed(2)
+    up = Upsample(4).requires_grad_(False)
+    x = torch.randn(1, 4, 3, 3)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert up(x).dtype == torch.bfloat16
+    out = up(x)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, up.forward_unfolded(x))
+
+
 def test_float32_levels_only_change_values_under_autocast(tiny_model):
     gen = torch.Generator().manual_seed(10)
     z = torch.randn(1, 8, 4, 4, generator=gen)
