@@ -7,11 +7,12 @@ atomically (temporary name, then rename).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import textwrap
 import warnings
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 from PIL import Image
@@ -39,12 +40,17 @@ def _new_figure(width_in: float, height_in: float, dpi: float):
     return fig
 
 
+@contextlib.contextmanager
+def _quiet_missing_glyphs() -> Iterator[None]:
+    """Glyphs missing from the default font (e.g. CJK lyrics) draw as boxes; do not spam."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Glyph .* missing from font")
+        yield
+
+
 def _save_png(fig, path: str | os.PathLike) -> None:
-    with atomic_path(path, suffix=".png") as tmp:
-        with warnings.catch_warnings():
-            # Glyphs missing from the default font (e.g. CJK lyrics) draw as boxes; do not spam.
-            warnings.filterwarnings("ignore", message="Glyph .* missing from font")
-            fig.savefig(tmp, format="png", dpi=fig.dpi, facecolor="white")
+    with atomic_path(path, suffix=".png") as tmp, _quiet_missing_glyphs():
+        fig.savefig(tmp, format="png", dpi=fig.dpi, facecolor="white")
 
 
 def shorten(text: str, width: int = 32, max_lines: int = 2) -> str:
@@ -226,8 +232,9 @@ def _timeline_row(ax, t0: float, t1: float, peak: float, times: np.ndarray, valu
 def _keep_labels_inside(fig) -> None:
     """A label that would run past its row's right edge (a row's last lines) ends at its marker instead."""
     renderer = fig.canvas.get_renderer()
-    for ax in fig.axes:
-        right = ax.get_window_extent(renderer).x1
-        for label in ax.texts:
-            if label.get_window_extent(renderer).x1 > right:
-                label.set_horizontalalignment("right")
+    with _quiet_missing_glyphs():  # measuring a label lays out its glyphs
+        for ax in fig.axes:
+            right = ax.get_window_extent(renderer).x1
+            for label in ax.texts:
+                if label.get_window_extent(renderer).x1 > right:
+                    label.set_horizontalalignment("right")
