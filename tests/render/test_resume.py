@@ -168,12 +168,15 @@ def test_sigkill_mid_segment_then_rerun_equals_uninterrupted(render_args, refere
     assert_equals_reference(out, run_dir, reference)
 
 
-def test_ctrl_c_exits_130_with_resume_command_and_resume_equals_uninterrupted(render_args, reference, tmp_path):
+@pytest.mark.parametrize("sig, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl_c", "sigterm"])
+def test_ctrl_c_or_sigterm_exits_with_resume_command_and_resume_equals_uninterrupted(render_args, reference, tmp_path,
+                                                                                     sig, status):
+    """Ctrl-C (130) and SIGTERM from a scheduler or a preemptible machine (143) save alike."""
     out = tmp_path / "v.mp4"
     run_dir = tmp_path / "v.run"
     proc, stderr, in_progress = interrupt_mid_segment(script("generate.py", [*render_args, "-o", str(out)]),
-                                                      tmp_path, run_dir, signal.SIGINT)
-    assert proc.returncode == 130, stderr
+                                                      tmp_path, run_dir, sig)
+    assert proc.returncode == status, stderr
     assert "Traceback" not in stderr
     line = stderr.strip().splitlines()[-1]
     assert "interrupted" in line and "--resume" in line and str(run_dir) in line, line
