@@ -204,6 +204,27 @@ def test_generate_align_renders_with_the_aligned_lyrics(tiny_models, song_wav, s
     assert out.is_file() and out.stat().st_size > 0
 
 
+@pytest.mark.slow
+def test_interpolate_transcribe_renders_text_and_audio_halves_of_the_recognised_lines(tiny_models, song_wav,
+                                                                                       recognised, tmp_path):
+    """generate_interpolate.py --transcribe: the lines Whisper heard drive the lyric intervals."""
+    from metamusic.media.video import probe
+
+    out = tmp_path / "interp.mp4"
+    args = ["-ap", str(song_wav), "--transcribe", "--whisper_model", tiny_models["whisper"], "--whisper_language",
+            "en", *model_flags(tiny_models), "-gid", "cpu", "-s", "32", "32", "-ips", "2", "-cuts", "2",
+            "--precision", "fp32", "--fps", "10", "-sd", "3", "--no_sheets", "-o", str(out)]
+    proc = run_main("generate_interpolate.py", args, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = tmp_path / "interp.run"
+    lines = read_lyrics(run / lyricsync.TIMED_NAME).lines
+    assert lines and lines[0].start == pytest.approx(recognised[0].start, abs=0.011)
+    board = (run / "storyboard.yaml").read_text(encoding="utf-8")
+    assert all(ln.text in board for ln in lines)
+    info = probe(out)
+    assert info.video_frames == round(SONG_SECONDS * 10) and info.has_audio
+
+
 def test_render_hook_transcribes_into_the_run_folder(tiny_models, song_wav, recognised, tmp_path):
     config = Config()
     config.music.audio, config.music.transcribe = str(song_wav), True
