@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from metamusic.errors import InputError, MetaMusicError
+from metamusic.media import probe as media_probe
 from metamusic.media import video
 
 W, H, FPS = 64, 48, 10
@@ -181,7 +182,7 @@ def test_parse_probe_reads_ffmpeg_stream_lines():
         "  Stream #0:1[0x2](eng): Audio: aac (LC) (mp4a / 0x6134706D), 44100 Hz, stereo, fltp, 192 kb/s\n"
         "  Stream #0:2[0x3](eng): Subtitle: mov_text (tx3g / 0x67337874), 0 kb/s (default)\n"
     )
-    info = video._parse_probe(Path("x.mp4"), stderr)
+    info = media_probe._parse_probe(Path("x.mp4"), stderr)
     assert info.duration == pytest.approx(62.5)
     assert (info.video_codec, info.pix_fmt, info.width, info.height) == ("h264", "yuv420p", 512, 288)
     assert info.fps == pytest.approx(23.98)
