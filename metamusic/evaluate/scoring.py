@@ -309,7 +309,7 @@ def evaluate(
     ``segments``: storyboard Segments of the run (else lyric intervals or 2 s windows).
     ``fps``: the run's configured frame rate (frame k at k / fps); else the frames' timestamps.
     """
-    from metamusic.song.timeline import detect_beats
+    from metamusic.song.analysis import detect_beats
 
     if every < 1 or batch < 1:
         raise InputError(f"--every and --batch must be >= 1, got {every} and {batch}")

@@ -113,12 +113,12 @@ class Plan:
 
 def song_timeline(config: Config, inputs: Inputs) -> tuple[list[Segment], Analysis]:
     """The song's segments and what drives each (see metamusic.song.timeline), and its analysis."""
-    from metamusic.song import timeline
+    from metamusic.song import analysis, timeline
 
     music = config.music
     if inputs.audio is None:
         return plain_segments(config), Analysis()
-    times, values = timeline.volume_envelope(inputs.audio)
+    times, values = analysis.volume_envelope(inputs.audio)
     beats: Sequence[float] = ()
     if music.mode == "interpolate":
         segments = timeline.interpolate_segments(
@@ -126,7 +126,7 @@ def song_timeline(config: Config, inputs: Inputs) -> tuple[list[Segment], Analys
             fps=config.output.fps, faithful_steps=music.faithful_steps,
         )
     else:
-        beats = timeline.detect_beats(inputs.audio)
+        beats = analysis.detect_beats(inputs.audio)
         segments = timeline.beat_segments(
             inputs.duration, beats, inputs.lyrics, ips=music.ips, envelope=(times, values), mode=music.mode,
             text_weight=music.text_weight, audio_weight=music.audio_weight, fps=config.output.fps,

@@ -11,22 +11,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from metamusic.errors import InputError
+from metamusic.song.analysis import detect_beats, peak_volume, volume_envelope
 from metamusic.song.audio import Audio
 from metamusic.song.lyrics import LyricLine, Lyrics
 from metamusic.song.timeline import (
     FrameSpan,
     Segment,
     beat_segments,
-    detect_beats,
     frame_count,
     frame_schedule,
     interpolate_segments,
     keyframe_times,
     lyric_assignment_table,
-    peak_volume,
     snap_to_frames,
     steps_for_segment,
-    volume_envelope,
 )
 
 
