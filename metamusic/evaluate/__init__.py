@@ -40,9 +40,20 @@ from metamusic.evaluate.metrics import (
     temporal_smoothness,
     text_alignment,
 )
-from metamusic.evaluate.report import CSV_COLUMNS, metrics_csv, plot_figure, write_report
+from metamusic.evaluate.report import (
+    CSV_COLUMNS,
+    metrics_csv,
+    plot_figure,
+    write_report,
+)
 from metamusic.evaluate.scoring import EvaluationResult, SegmentMetrics, evaluate
-from metamusic.evaluate.segments import WINDOW_SECONDS, EvalSegment, fixed_windows, lyric_segments, segment_of_frames
+from metamusic.evaluate.segments import (
+    WINDOW_SECONDS,
+    EvalSegment,
+    fixed_windows,
+    lyric_segments,
+    segment_of_frames,
+)
 
 __all__ = [
     "CSV_COLUMNS",

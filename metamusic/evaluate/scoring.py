@@ -20,7 +20,12 @@ from metamusic.evaluate.metrics import (
     temporal_smoothness,
     text_alignment,
 )
-from metamusic.evaluate.segments import _from_storyboard, fixed_windows, lyric_segments, segment_of_frames
+from metamusic.evaluate.segments import (
+    _from_storyboard,
+    fixed_windows,
+    lyric_segments,
+    segment_of_frames,
+)
 
 
 @dataclass

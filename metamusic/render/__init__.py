@@ -31,7 +31,13 @@ from typing import Any, Callable, Iterator
 import torch
 
 from metamusic.config import Config
-from metamusic.errors import DiskFull, InputError, Interrupted, MetaMusicError, Terminated
+from metamusic.errors import (
+    DiskFull,
+    InputError,
+    Interrupted,
+    MetaMusicError,
+    Terminated,
+)
 from metamusic.render.executor import Executor, LocalExecutor
 from metamusic.render.inputs import (
     Inputs,

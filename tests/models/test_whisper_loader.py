@@ -9,7 +9,11 @@ import pytest
 import torch
 
 from metamusic.errors import CheckpointError
-from metamusic.models.whisper_loader import download_hint, load_whisper, resolve_whisper_path
+from metamusic.models.whisper_loader import (
+    download_hint,
+    load_whisper,
+    resolve_whisper_path,
+)
 
 whisper = pytest.importorskip("whisper", reason="openai-whisper (the metamusic[lyrics] extra) is not installed")
 

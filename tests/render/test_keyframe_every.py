@@ -15,7 +15,14 @@ import pytest
 import yaml
 from helpers import frame_hashes, model_flags, run_main
 
-from metamusic.render.plan import Plan, keyframe_groups, plan_tasks, select_tasks, task_steps, tasks_from
+from metamusic.render.plan import (
+    Plan,
+    keyframe_groups,
+    plan_tasks,
+    select_tasks,
+    task_steps,
+    tasks_from,
+)
 from metamusic.song.timeline import Segment
 
 ROOT = Path(__file__).resolve().parents[2]
