@@ -8,7 +8,6 @@ the job of :mod:`metamusic.models.vqgan_loader`; nothing here touches the disk.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -18,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from metamusic.models.norm import GroupNorm
 from metamusic.ops import vector_quantize
 
 VQMODEL_TARGET = "taming.models.vqgan.VQModel"
@@ -147,8 +147,8 @@ class VQGANConfig:
 
 
 def _norm(channels: int) -> nn.GroupNorm:
-    """GroupNorm with taming's 32 groups and eps 1e-6."""
-    return nn.GroupNorm(num_groups=32, num_channels=channels, eps=1e-6, affine=True)
+    """GroupNorm with taming's 32 groups and eps 1e-6 (fast channels-last backward: models.norm)."""
+    return GroupNorm(num_groups=32, num_channels=channels, eps=1e-6, affine=True)
 
 
 class ResnetBlock(nn.Module):
@@ -239,15 +239,31 @@ class Upsample(nn.Module):
         self.conv = nn.Conv2d(channels, channels, 3, padding=1)
         self._folded: tuple[tuple[Any, ...], torch.Tensor] | None = None
 
+    @staticmethod
+    def _key(w: torch.Tensor) -> tuple[Any, ...]:
+        return (id(w), w.data_ptr(), w._version, w.dtype, w.device)
+
     def _weight(self) -> torch.Tensor:
         w = self.conv.weight
         if w.requires_grad and torch.is_grad_enabled():
             return folded_upsample_weight(w)
-        key = (id(w), w.data_ptr(), w._version, w.dtype, w.device)
-        if self._folded is None or self._folded[0] != key:
+        if self._folded is None or self._folded[0] != self._key(w):
             with torch.no_grad():
-                self._folded = (key, folded_upsample_weight(w))
+                self._folded = (self._key(w), folded_upsample_weight(w))
         return self._folded[1]
+
+    def fold_from(self, source: Upsample) -> None:
+        """Cache the folded weight of ``source`` (same layer, e.g. in float32) for this module.
+
+        For a copy converted to a lower precision: folding the float32 weight and then
+        converting rounds once, instead of summing already rounded taps. The result takes this
+        module's weight dtype and memory layout; it is used while that weight is unchanged.
+        """
+        w = self.conv.weight
+        layout = torch.channels_last if w.dim() == 4 and not w.is_contiguous() else torch.contiguous_format
+        with torch.no_grad():
+            folded = folded_upsample_weight(source.conv.weight.detach().to(w.device))
+        self._folded = (self._key(w), folded.to(w.dtype).contiguous(memory_format=layout))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, C, 2H, 2W)
         return F.conv_transpose2d(x, self._weight(), self.conv.bias, stride=2, padding=1)
@@ -327,16 +343,15 @@ class Decoder(nn.Module):
 
     ``use_checkpointing``: when True and gradients are enabled, each up-level is recomputed in
     the backward pass (torch.utils.checkpoint, non-reentrant) to save activation memory.
-    ``float32_levels``: under autocast, ``conv_in``, ``mid`` and this many of the lowest-resolution
-    up-levels run in float32 (few FLOP, but bf16 there costs most of the latent gradient's
-    accuracy); 0 (default) leaves all of it to autocast.
+    :meth:`forward_low` and :meth:`forward_high` split the forward after ``conv_in``, ``mid``
+    and a number of the lowest-resolution up-levels, so the two parts can run at different
+    precisions (``optim.stepper.decode_quantised``).
     """
 
     def __init__(self, config: VQGANConfig):
         super().__init__()
         c = config
         self.use_checkpointing = False
-        self.float32_levels = 0
         n = len(c.ch_mult)
         width = c.ch * c.ch_mult[-1]
         res = c.resolution // 2 ** (n - 1)
@@ -358,22 +373,26 @@ class Decoder(nn.Module):
         self.norm_out = _norm(width)
         self.conv_out = nn.Conv2d(width, c.out_ch, 3, padding=1)
 
+    def _level(self, level: nn.Module, h: torch.Tensor) -> torch.Tensor:
+        if self.use_checkpointing and torch.is_grad_enabled():
+            return checkpoint(level, h, use_reentrant=False)
+        return level(h)
+
+    def forward_low(self, z: torch.Tensor, levels: int) -> torch.Tensor:
+        """``conv_in``, ``mid`` and the ``levels`` lowest-resolution up-levels. (B, z_channels, h, w) -> features"""
+        h = self.mid(self.conv_in(z))  # (B, ch*ch_mult[-1], h, w)
+        for level in list(reversed(self.up))[:levels]:
+            h = self._level(level, h)
+        return h
+
+    def forward_high(self, h: torch.Tensor, levels: int) -> torch.Tensor:
+        """The rest after :meth:`forward_low` with the same ``levels``: features -> (B, out_ch, H, W)"""
+        for level in list(reversed(self.up))[levels:]:
+            h = self._level(level, h)
+        return self.conv_out(F.silu(self.norm_out(h)))
+
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        low = self.float32_levels
-        with float32_region(z.device, low > 0):
-            h = self.mid(self.conv_in(z.float() if low > 0 else z))  # (B, ch*ch_mult[-1], h, w)
-        ckpt = self.use_checkpointing and torch.is_grad_enabled()
-        for i, level in enumerate(reversed(self.up)):
-            with float32_region(z.device, i < low):
-                h = checkpoint(level, h, use_reentrant=False) if ckpt else level(h)
-        return self.conv_out(F.silu(self.norm_out(h)))  # (B, out_ch, h*f, w*f)
-
-
-def float32_region(device: torch.device, enabled: bool) -> Any:
-    """A block with autocast off on ``device`` when ``enabled`` and autocast is on; else no-op."""
-    if enabled and torch.is_autocast_enabled(device.type):
-        return torch.autocast(device_type=device.type, enabled=False)
-    return contextlib.nullcontext()
+        return self.forward_high(self.forward_low(z, 0), 0)  # (B, out_ch, h*f, w*f)
 
 
 class VectorQuantizer(nn.Module):
@@ -470,9 +489,15 @@ class VQGAN(nn.Module):
 
     def decode(self, z_q: torch.Tensor) -> torch.Tensor:
         """Raw decoder output, about [-1, 1]: (B, embed_dim, h, w) -> (B, 3, h*f, w*f)."""
-        with float32_region(z_q.device, self.decoder.float32_levels > 0):
-            h = self.post_quant_conv(z_q.float() if self.decoder.float32_levels > 0 else z_q)
-        return self.decoder(h)
+        return self.decoder(self.post_quant_conv(z_q))
+
+    def decode_low(self, z_q: torch.Tensor, levels: int) -> torch.Tensor:
+        """:meth:`decode` up to the end of the ``levels`` lowest-resolution up-levels (Decoder.forward_low)."""
+        return self.decoder.forward_low(self.post_quant_conv(z_q), levels)
+
+    def decode_high(self, h: torch.Tensor, levels: int) -> torch.Tensor:
+        """The rest of :meth:`decode` after :meth:`decode_low` with the same ``levels``."""
+        return self.decoder.forward_high(h, levels)
 
     def decode_image(self, z_q: torch.Tensor) -> torch.Tensor:
         """Decoded image mapped to [0, 1] with a plain clamp: (B, 3, h*f, w*f)."""

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 import yaml
 
 from metamusic.errors import CheckpointError
@@ -23,6 +24,7 @@ from metamusic.models.vqgan import (
     Upsample,
     VectorQuantizer,
     VQGANConfig,
+    folded_upsample_weight,
 )
 from metamusic.models.vqgan_loader import (
     LIGHTNING_CHECKPOINT_CALLBACK,
@@ -473,24 +475,26 @@ def test_folded_weight_cached_under_autocast_still_serves_a_float32_decode():
     torch.testing.assert_close(out, up.forward_unfolded(x))
 
 
-def test_float32_levels_only_change_values_under_autocast(tiny_model):
-    gen = torch.Generator().manual_seed(10)
-    z = torch.randn(1, 8, 4, 4, generator=gen)
-    decoder = tiny_model.decoder
-    assert decoder.float32_levels == 0
-    plain = tiny_model.decode(z)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        bf16 = tiny_model.decode(z)
-    try:
-        decoder.float32_levels = 1
-        torch.testing.assert_close(tiny_model.decode(z), plain)  # no autocast: same computation
-        seen = []
-        hook = decoder.mid.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            mixed = tiny_model.decode(z)
-        hook.remove()
-    finally:
-        decoder.float32_levels = 0
-    assert seen == [torch.float32]  # the bottleneck ran in float32 despite autocast
-    assert not torch.equal(mixed, bf16)
-    assert (mixed.float() - plain).abs().mean() <= (bf16.float() - plain).abs().mean()
+def test_decode_low_then_high_is_decode_at_every_split(tiny_model):
+    z = torch.randn(1, 8, 4, 4, generator=torch.Generator().manual_seed(10))
+    whole = tiny_model.decode(z)
+    for levels in range(len(tiny_model.decoder.up) + 1):
+        torch.testing.assert_close(tiny_model.decode_high(tiny_model.decode_low(z, levels), levels), whole)
+    assert tiny_model.decode_low(z, 0).shape[-1] == 4  # conv_in + mid only: still latent-sized
+
+
+def test_upsample_fold_from_rounds_the_float32_fold_once():
+    gen = torch.Generator().manual_seed(12)
+    source = Upsample(4)
+    with torch.no_grad():
+        source.conv.weight.copy_(torch.randn(4, 4, 3, 3, generator=gen))
+    copy = Upsample(4).to(torch.bfloat16)
+    copy.load_state_dict(source.state_dict())
+    copy.fold_from(source)
+    expected = folded_upsample_weight(source.conv.weight.detach()).to(torch.bfloat16)
+    x = torch.randn(1, 4, 3, 3, generator=gen).to(torch.bfloat16)
+    with torch.no_grad():
+        torch.testing.assert_close(copy(x), F.conv_transpose2d(x, expected, copy.conv.bias, stride=2, padding=1))
+        copy.conv.weight.mul_(2)  # a changed weight is folded again from itself
+        refolded = folded_upsample_weight(copy.conv.weight)
+        torch.testing.assert_close(copy(x), F.conv_transpose2d(x, refolded, copy.conv.bias, stride=2, padding=1))

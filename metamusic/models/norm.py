@@ -1,0 +1,99 @@
+"""GroupNorm whose backward is fast for channels-last tensors on CPU.
+
+The VQGAN decoder runs channels-last in bf16 on CPU, because oneDNN's bf16 convolutions are
+several times faster in that layout (AMX). torch's own GroupNorm backward for channels-last
+input is slow there: forward + backward of a (1, 128, 256, 256) bf16 tensor measured 49.5 ms
+against 6.9 ms for the same tensor in NCHW on a 2-core AVX512-BF16 CPU. :class:`GroupNorm`
+keeps torch's forward (fast in both layouts) and computes the backward from per-channel sums,
+which are two matrix-vector products and two fused multiply-adds over the tensor (10.8 ms,
+same gradient up to float rounding).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def _tokens(x: torch.Tensor) -> torch.Tensor:
+    """View of a channels-last (N, C, H, W) tensor as (N, H*W, C), no copy."""
+    n, c, h, w = x.shape
+    return x.permute(0, 2, 3, 1).reshape(n, h * w, c)
+
+
+def _per_group(t: torch.Tensor, groups: int) -> torch.Tensor:
+    """Sum of per-channel values over each group's channels: (N, C) -> (N, G)."""
+    n, c = t.shape
+    return t.view(n, groups, c // groups).sum(-1)
+
+
+def _per_channel(t: torch.Tensor, channels: int) -> torch.Tensor:
+    """Each group's value repeated for its channels: (N, G) -> (N, C)."""
+    return t.repeat_interleave(channels // t.shape[1], dim=1)
+
+
+class _ChannelsLastGroupNorm(torch.autograd.Function):
+    """torch.native_group_norm forward; backward from per-channel sums of dy and dy * x."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, groups, eps):
+        n, c, h, w = x.shape
+        y, mean, rstd = torch.native_group_norm(x, weight, bias, n, c, h * w, groups, eps)
+        ctx.save_for_backward(x, weight, mean, rstd)
+        ctx.groups = groups
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, weight, mean, rstd = ctx.saved_tensors
+        n, c, h, w = x.shape
+        mean, rstd = mean.float(), rstd.float()  # (N, G)
+        xs = _tokens(x)  # (N, L, C)
+        dys = _tokens(dy.contiguous(memory_format=torch.channels_last))  # (N, L, C)
+        ones = xs.new_ones(n, 1, h * w)
+        sum_dy = torch.bmm(ones, dys).view(n, c).float()  # (N, C)
+        sum_dy_x = torch.bmm(ones, dys * xs).view(n, c).float()  # (N, C)
+        # d(x_hat) = dy * weight; dx = rstd * (dx_hat - mean(dx_hat) - x_hat * mean(dx_hat * x_hat))
+        # over each group, which is a * dy + b * x + d with per-channel a and per-group b, d.
+        count = h * w * (c // ctx.groups)
+        wf = weight.float()[None] if weight is not None else torch.ones_like(sum_dy)  # (1|N, C)
+        centred = sum_dy_x - _per_channel(mean, c) * sum_dy  # (N, C): sum of dy * (x - mean)
+        m1 = _per_group(sum_dy * wf, ctx.groups) / count  # (N, G)
+        m2 = _per_group(centred * wf, ctx.groups) * rstd / count  # (N, G)
+        a = _per_channel(rstd, c) * wf  # (N, C)
+        b = _per_channel(-rstd * rstd * m2, c)  # (N, C)
+        d = _per_channel(rstd * rstd * m2 * mean - rstd * m1, c)  # (N, C)
+        dx = dw = db = None
+        if ctx.needs_input_grad[0]:
+            dt = x.dtype
+            dx = torch.addcmul(d[:, None].to(dt), dys, a[:, None].to(dt))
+            dx = torch.addcmul(dx, xs, b[:, None].to(dt)).view(n, h, w, c).permute(0, 3, 1, 2)
+        if weight is not None and ctx.needs_input_grad[1]:
+            dw = (centred * _per_channel(rstd, c)).sum(0).to(weight.dtype)
+        if ctx.needs_input_grad[2]:
+            db = sum_dy.sum(0).to(weight.dtype if weight is not None else x.dtype)
+        return dx, dw, db, None, None
+
+
+def group_norm_channels_last(
+    x: torch.Tensor, groups: int, weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float
+) -> torch.Tensor:
+    """F.group_norm of a channels-last (N, C, H, W) tensor with the fast backward above."""
+    return _ChannelsLastGroupNorm.apply(x, weight, bias, groups, eps)
+
+
+def _is_channels_last(x: torch.Tensor) -> bool:
+    """A 4-d tensor laid out channels-last (and not also plain contiguous, e.g. 1x1 images)."""
+    return x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+
+class GroupNorm(nn.GroupNorm):
+    """nn.GroupNorm (same parameters and state-dict keys) with the fast channels-last backward
+    on CPU when a gradient is needed; everything else is torch's own."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type == "cpu" and torch.is_grad_enabled() and _is_channels_last(x) and (
+            x.requires_grad or (self.weight is not None and self.weight.requires_grad)
+        ):
+            return group_norm_channels_last(x, self.num_groups, self.weight, self.bias, self.eps)
+        return super().forward(x)
