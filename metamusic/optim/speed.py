@@ -8,8 +8,10 @@ compilation), never the values it produces beyond float rounding:
   (non-contiguous) tensor to its input projection, which torch 2.x runs in bf16 as a batched
   matmul over 50 copies of the weight (measured ~55x slower than the contiguous matmul).
 - :func:`decoder_checkpointing`: gradient checkpointing of the VQGAN decoder for one call.
-- :func:`decoder_float32_levels`: under autocast, the decoder's low-resolution levels in float32
-  (:data:`FLOAT32_LEVELS`): this one does change values, toward fp32's (see its docstring).
+- :data:`FLOAT32_LEVELS`: how many of the decoder's low-resolution levels get their forward value
+  in float32 under autocast: this one does change values, toward fp32's (see its comment).
+- :func:`low_precision_twin` / :func:`low_precision_perceptor`: bf16 copies of the frozen models,
+  made once, so autocast does not convert every weight on every step (CPU, :func:`twins_help`).
 - :func:`channels_last_helps`: whether a channels-last decoder input is faster (measured).
 - :func:`compiled_call`: one ``torch.compile`` per callable kind per process, shared by every
   Stepper (a new Stepper per segment does not recompile).
@@ -18,7 +20,10 @@ compilation), never the values it produces beyond float rounding:
 from __future__ import annotations
 
 import contextlib
+import copy
+import dataclasses
 import functools
+import weakref
 from typing import Any, Callable, Iterator
 
 import torch
@@ -28,10 +33,12 @@ __all__ = [
     "channels_last_helps",
     "compiled_call",
     "decoder_checkpointing",
-    "decoder_float32_levels",
     "FLOAT32_LEVELS",
     "has_checkpointing",
+    "low_precision_perceptor",
+    "low_precision_twin",
     "sequence_first_attention",
+    "twins_help",
 ]
 
 
@@ -108,38 +115,93 @@ def decoder_checkpointing(decoder: Any, enabled: bool) -> Iterator[None]:
         module.use_checkpointing = before
 
 
-# Lowest-resolution decoder levels kept in float32 under bf16/fp16 autocast. f16_16384 at 256x256,
-# random weights, cosine of the latent's gradient to fp32's (seeds 7, 8, 9; bench/README.md): all
-# bf16 0.963-0.972; conv_in + mid + 2 levels (16x16, 32x32) 0.985-0.989; + 3 levels (up to 64x64)
-# 0.991-0.993, for ~10% of the decoder's multiply-adds.
+# Lowest-resolution decoder levels (with ``conv_in`` and ``mid``) whose forward VALUE is computed
+# in float32 under bf16/fp16 (``optim.stepper.decode_quantised``); their gradient still flows
+# through the low-precision graph. bf16 rounding early in the decoder grows into a ~1.7% error of
+# the image, which moves the cut-outs' max-pooling and the clamp's routing of the gradient: with
+# everything in bf16 the latent's gradient has cosine 0.970-0.972 to fp32's (f16_16384 at 256x256,
+# random weights, seeds 7, 8); with these 3 levels' values in float32 (image error 0.5%), 0.991-0.993.
+# An fp32 forward with a bf16 backward through the whole decoder gives 0.997: the backward's own
+# rounding costs little.
 FLOAT32_LEVELS = 3
 
 
-def _float32_module(decoder: Any) -> Any:
-    """The module carrying ``float32_levels`` (VQGAN.decoder, or the decoder itself), or None."""
-    for candidate in (getattr(decoder, "decoder", None), decoder):
-        if candidate is not None and isinstance(getattr(candidate, "float32_levels", None), int):
-            return candidate
-    return None
+def twins_help(device: torch.device) -> bool:
+    """Whether low-precision copies of the frozen models (:func:`low_precision_twin`) pay off.
 
-
-@contextlib.contextmanager
-def decoder_float32_levels(decoder: Any, levels: int) -> Iterator[None]:
-    """Set the decoder's ``float32_levels`` to ``levels`` inside the block, then restore it.
-
-    Decoders without the attribute are left alone. Only acts under autocast: in float32 the
-    decoder computes the same either way.
+    On CPU, autocast converts every frozen weight again on every call (its cache keeps only
+    weights that require grad): with f16_16384 + ViT-B/32 that was ~50 ms of a ~1.5 s bf16 step,
+    and float32 weights also keep the convolutions out of oneDNN's channels-last bf16 kernels.
+    On CUDA the conversion is cheap and memory is the scarcer resource, so no copies there.
     """
-    module = _float32_module(decoder)
-    if module is None:
-        yield
-        return
-    before = module.float32_levels
-    module.float32_levels = levels
-    try:
-        yield
-    finally:
-        module.float32_levels = before
+    return device.type == "cpu"
+
+
+_NORMS = (nn.GroupNorm, nn.LayerNorm)
+_TWINS: weakref.WeakKeyDictionary[nn.Module, tuple[tuple[Any, ...], nn.Module]] = weakref.WeakKeyDictionary()
+
+
+def _signature(module: nn.Module, dtype: torch.dtype, channels_last: bool) -> tuple[Any, ...]:
+    """What a twin depends on: the target format and every parameter's storage and version."""
+    return (dtype, channels_last, *((p.data_ptr(), p._version, p.device) for p in module.parameters()))
+
+
+def _convert(twin: nn.Module, dtype: torch.dtype, channels_last: bool) -> None:
+    """Convert, in place, every floating parameter and buffer outside normalisation layers."""
+    for module in twin.modules():
+        if isinstance(module, _NORMS):
+            continue  # float32 statistics and affine: their inputs are converted by the kernels
+        for t in [*module._parameters.values(), *module._buffers.values()]:
+            if t is None or not t.is_floating_point():
+                continue
+            t.data = t.data.to(dtype)
+            if channels_last and t.dim() == 4:
+                t.data = t.data.contiguous(memory_format=torch.channels_last)
+
+
+def low_precision_twin(module: nn.Module, dtype: torch.dtype, channels_last: bool = False) -> nn.Module:
+    """A copy of a frozen ``module`` with its weights in ``dtype`` (4-d ones channels-last if asked).
+
+    Made once and reused while no parameter of ``module`` changes. Normalisation layers keep
+    float32 parameters. Modules with a ``fold_from(original)`` method (the decoder's Upsample)
+    derive their cached weights from the float32 original, so those are rounded only once.
+    """
+    signature = _signature(module, dtype, channels_last)
+    cached = _TWINS.get(module)
+    if cached is not None and cached[0] == signature:
+        return cached[1]
+    twin = copy.deepcopy(module)
+    _convert(twin, dtype, channels_last)
+    for original, copied in zip(module.modules(), twin.modules()):
+        if hasattr(copied, "fold_from"):
+            copied.fold_from(original)
+    _TWINS[module] = (signature, twin)
+    return twin
+
+
+def low_precision_perceptor(perceptor: Any, dtype: torch.dtype) -> Any:
+    """The perceptor with its image tower replaced by a :func:`low_precision_twin` (cached).
+
+    The text tower is not copied: the step embeds images only. Perceptors without a
+    ``model.visual`` get a twin of the whole model; other kinds of perceptor are returned as is.
+    """
+    model = getattr(perceptor, "model", None)
+    if not isinstance(model, nn.Module) or not dataclasses.is_dataclass(perceptor):
+        return perceptor
+    visual = getattr(model, "visual", None)
+    if not isinstance(visual, nn.Module):
+        return dataclasses.replace(perceptor, model=low_precision_twin(model, dtype))
+    twin = low_precision_twin(visual, dtype)
+    cached = _PERCEPTORS.get(model)
+    if cached is None or cached[0] is not twin:
+        shell = copy.copy(model)  # shares every submodule but the image tower
+        shell._modules = {**model._modules, "visual": twin}
+        cached = (twin, dataclasses.replace(perceptor, model=shell))
+        _PERCEPTORS[model] = cached
+    return cached[1]
+
+
+_PERCEPTORS: weakref.WeakKeyDictionary[nn.Module, tuple[nn.Module, Any]] = weakref.WeakKeyDictionary()
 
 
 def _decode(decoder: Any, z_q: torch.Tensor) -> torch.Tensor:
@@ -168,8 +230,12 @@ def compiled_call(kind: str) -> Callable[..., torch.Tensor]:
 def channels_last_helps(device: torch.device, dtype: torch.dtype | None) -> bool:
     """Whether feeding the decoder a channels-last latent speeds up its forward + backward.
 
-    Measured on a 2-core AVX512-BF16 CPU, f16_16384 decoder at 256x256 (bench/README.md): fp32
-    1.15x faster (3.47 -> 3.00 s), bf16 autocast 1.12x slower (1.58 -> 1.77 s: GroupNorm's
-    channels-last backward). Not measured on CUDA, so off there unless asked for.
+    Measured on a 2-core AVX512/AMX-BF16 CPU, f16_16384 decoder at 256x256, forward + backward
+    (bench/README.md): fp32 1.15x faster (3.47 -> 3.00 s); bf16 1.65x faster (1.09 -> 0.66 s, all
+    levels bf16), since oneDNN's channels-last bf16 convolutions use AMX (a 3x3 128-channel conv
+    at 256x256: 9.7 ms vs 53.7 ms in NCHW) and models.norm.GroupNorm replaced torch's slow
+    channels-last GroupNorm backward. Only bf16/fp16 turn it on by default: in fp32 the gain is
+    small and a batch of latents would round differently from one latent at a time. Not
+    measured on CUDA, so off there unless asked for.
     """
-    return device.type == "cpu" and dtype is None
+    return device.type == "cpu" and dtype is not None

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from metamusic.errors import InputError
-from metamusic.ops import clamp_with_grad, vector_quantize
+from metamusic.ops import clamp_with_grad, replace_grad, vector_quantize
 from metamusic.optim.augments import (
     AUGMENT_CODES,
     DEFAULT_AUGMENTS,
@@ -50,9 +50,11 @@ from metamusic.optim.speed import (
     channels_last_helps,
     compiled_call,
     decoder_checkpointing,
-    decoder_float32_levels,
     has_checkpointing,
+    low_precision_perceptor,
+    low_precision_twin,
     sequence_first_attention,
+    twins_help,
 )
 
 __all__ = [
@@ -122,7 +124,7 @@ class StepConfig:
     precision: str = "auto"
     compile: bool = False
     low_memory: bool = False
-    channels_last: bool | None = False
+    channels_last: bool | None = None
 
     def __post_init__(self) -> None:
         self._check_types()
@@ -239,22 +241,49 @@ def decode_quantised(
     *,
     low_memory: bool = False,
     compile: bool = False,
-    channels_last: bool = False,
+    channels_last: bool | None = None,
 ) -> torch.Tensor:
     """Image in [0, 1] of quantised latents (VQGAN-CLIP's ``synth``). (B, C, h, w) -> (B, 3, H, W)
 
-    Decoded under autocast to ``dtype`` (its ``speed.FLOAT32_LEVELS`` lowest-resolution levels in
-    float32), with the decoder checkpointed (``low_memory``; only acts when gradients are on)
-    and/or compiled; clamped with a gradient that pushes back into range.
+    In float32 when ``dtype`` is None. Otherwise under autocast to ``dtype``, through the
+    decoder's :func:`speed.low_precision_twin` where that helps (CPU), with the value of the
+    first ``speed.FLOAT32_LEVELS`` levels computed in float32 (:func:`_decode_mixed`). The
+    decoder is checkpointed (``low_memory``; only acts when gradients are on) and/or compiled;
+    the image is clamped with a gradient that pushes back into range. ``channels_last`` None:
+    where measured faster (``speed.channels_last_helps``).
     """
+    if channels_last is None:
+        channels_last = channels_last_helps(z_q.device, dtype)
     if channels_last:
         z_q = z_q.contiguous(memory_format=torch.channels_last)
-    call = functools.partial(compiled_call("decode"), decoder) if compile else decoder.decode
-    levels = FLOAT32_LEVELS if dtype is not None else 0
-    with decoder_checkpointing(decoder, low_memory), decoder_float32_levels(decoder, levels), \
-            _autocast(z_q.device, dtype):
-        raw = call(z_q)  # (B, 3, H, W) ~[-1, 1]
-    return clamp_with_grad((raw.float() + 1) / 2, 0.0, 1.0)
+    with decoder_checkpointing(decoder, low_memory):
+        if dtype is None:
+            raw = (functools.partial(compiled_call("decode"), decoder) if compile else decoder.decode)(z_q)
+        elif compile or not hasattr(decoder, "decode_low"):
+            call = functools.partial(compiled_call("decode"), decoder) if compile else decoder.decode
+            with _autocast(z_q.device, dtype):
+                raw = call(z_q)
+        else:
+            raw = _decode_mixed(decoder, z_q, dtype, channels_last)
+    return clamp_with_grad((raw.float() + 1) / 2, 0.0, 1.0)  # (B, 3, H, W)
+
+
+def _decode_mixed(decoder: Any, z_q: torch.Tensor, dtype: torch.dtype, channels_last: bool) -> torch.Tensor:
+    """Raw decode in ``dtype`` whose low levels' VALUE comes from float32 (``speed.FLOAT32_LEVELS``).
+
+    The float32 pass runs without a gradient; the gradient flows through the ``dtype`` pass of
+    the same levels (straight-through, ``ops.replace_grad``), so the backward runs entirely in
+    ``dtype``. Without gradients the low levels run in float32 only.
+    """
+    levels = FLOAT32_LEVELS
+    fast = low_precision_twin(decoder, dtype, channels_last) if twins_help(z_q.device) else decoder
+    with torch.no_grad():
+        exact = decoder.decode_low(z_q.float(), levels)  # (B, C', h', w') float32
+    if channels_last:
+        exact = exact.contiguous(memory_format=torch.channels_last)
+    with _autocast(z_q.device, dtype):
+        h = replace_grad(exact, fast.decode_low(z_q, levels)) if torch.is_grad_enabled() else exact
+        return fast.decode_high(h, levels)  # (B, 3, H, W)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -307,6 +336,8 @@ def embed_cutouts(
     values, contiguous projections: see ``speed``).
     """
     x = perceptor.normalize(cutouts)
+    if dtype is not None and not compile and twins_help(cutouts.device):
+        perceptor = low_precision_perceptor(perceptor, dtype)
     fast = getattr(perceptor, "encode_image_fast", None)
     encode = functools.partial(compiled_call("encode_image"), perceptor) if compile else (
         fast or perceptor.encode_image)

@@ -158,21 +158,64 @@ def test_channels_last_keeps_the_loss(models):
     assert torch.allclose(grad_a, grad_b, rtol=1e-4, atol=1e-6)
 
 
-def test_bf16_decode_keeps_low_levels_float32_and_restores_the_flag(models):
-    from metamusic.optim.speed import FLOAT32_LEVELS
+def test_bf16_decode_takes_the_low_levels_value_from_float32_and_the_gradient_from_bf16(models):
+    from metamusic.optim.speed import _TWINS, FLOAT32_LEVELS
     from metamusic.optim.stepper import decode_quantised
 
     vqgan, _ = models
     seen = []
     hook = vqgan.decoder.mid.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    z = _z0(vqgan).requires_grad_(True)
     try:
-        z_q = vqgan.quantize_latent(_z0(vqgan))
-        decode_quantised(vqgan, z_q, torch.bfloat16)
-        decode_quantised(vqgan, z_q, None)
+        z_q = vqgan.quantize_latent(z)
+        image = decode_quantised(vqgan, z_q, torch.bfloat16)
     finally:
         hook.remove()
-    assert FLOAT32_LEVELS > 0 and seen == [torch.float32, torch.float32]
-    assert vqgan.decoder.float32_levels == 0  # restored after the call
+    assert FLOAT32_LEVELS > 0 and seen == [torch.float32]  # the original ran the low levels in float32
+    twin = _TWINS[vqgan][1]
+    assert twin.decoder.mid.block_1.conv1.weight.dtype == torch.bfloat16
+    assert twin.decoder.norm_out.weight.dtype == torch.float32  # norms keep float32 parameters
+    image.sum().backward()
+    assert z.grad is not None and z.grad.abs().sum() > 0  # through the bf16 twin (straight-through)
+    with torch.no_grad():
+        exact = decode_quantised(vqgan, z_q, None)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            all_bf16 = ((vqgan.decode(z_q) + 1) / 2).clamp(0, 1).float()
+    mixed = image.detach()
+    assert (mixed - exact).abs().mean() < (all_bf16 - exact).abs().mean()  # closer to float32
+
+
+def test_low_precision_twin_is_made_once_and_again_after_a_weight_changes(models):
+    from metamusic.optim.speed import low_precision_twin
+
+    vqgan, _ = models
+    twin = low_precision_twin(vqgan, torch.bfloat16, channels_last=True)
+    assert low_precision_twin(vqgan, torch.bfloat16, channels_last=True) is twin
+    conv = twin.decoder.conv_in.weight
+    assert conv.dtype == torch.bfloat16 and conv.is_contiguous(memory_format=torch.channels_last)
+    assert vqgan.decoder.conv_in.weight.dtype == torch.float32  # the original is untouched
+    with torch.no_grad():
+        vqgan.decoder.conv_in.bias.add_(0.0)  # bumps the version: the weights may differ now
+    again = low_precision_twin(vqgan, torch.bfloat16, channels_last=True)
+    assert again is not twin
+    torch.testing.assert_close(again.decoder.conv_in.weight, vqgan.decoder.conv_in.weight.bfloat16())
+
+
+def test_low_precision_perceptor_copies_only_the_image_tower(models):
+    from metamusic.optim.speed import low_precision_perceptor
+
+    _, perceptor = models
+    fast = low_precision_perceptor(perceptor, torch.bfloat16)
+    assert low_precision_perceptor(perceptor, torch.bfloat16) is fast
+    assert fast.model.visual is not perceptor.model.visual
+    assert fast.model.transformer is perceptor.model.transformer  # text tower shared, not copied
+    assert next(perceptor.model.visual.parameters()).dtype == torch.float32
+    x = torch.rand(2, 3, perceptor.input_resolution, perceptor.input_resolution,
+                   generator=torch.Generator().manual_seed(4))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        a = fast.encode_image(perceptor.normalize(x)).float()
+    b = perceptor.encode_image(perceptor.normalize(x))
+    assert F.cosine_similarity(a, b).min() > 0.99
 
 
 def test_bench_breakdown_and_gradient_cosine_on_tiny_models(models, bench):
