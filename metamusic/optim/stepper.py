@@ -332,7 +332,7 @@ def embed_cutouts(
     """CLIP image embeddings (float32) of cut-outs in [0, 1]. (B, 3, S, S) -> (B, D).
 
     Through the perceptor's ``encode_image_fast`` when it has one (open_clip ViTs: fused q/k/v
-    attention, ``models.clip.vit_image_features``); else open_clip ViTs run sequence-first (same
+    attention, ``models.clip_tower.vit_image_features``); else open_clip ViTs run sequence-first (same
     values, contiguous projections: see ``speed``).
     """
     x = perceptor.normalize(cutouts)

@@ -21,6 +21,7 @@ from open_clip.model import (
 
 from metamusic.errors import CheckpointError
 from metamusic.models import clip as clip_mod
+from metamusic.models import clip_tower
 from metamusic.models.clip import (
     ClipArchitecture,
     Perceptor,
@@ -340,7 +341,7 @@ def test_truncated_archive_and_wrong_state_dict(tiny, tmp_path):
 
 
 def test_fast_image_tower_equals_encode_image_with_gradients(perceptor):
-    assert clip_mod.fast_vit_supported(perceptor.model.visual)
+    assert clip_tower.fast_vit_supported(perceptor.model.visual)
     x = images(seed=21, n=3)
     results = []
     for encode in (perceptor.encode_image, perceptor.encode_image_fast):
@@ -377,10 +378,10 @@ def two_heads() -> torch.nn.Module:
 
 def test_fast_tower_equals_open_clip_forward_and_input_gradient_two_heads(two_heads):
     visual = two_heads.visual
-    assert clip_mod.fast_vit_supported(visual)
+    assert clip_tower.fast_vit_supported(visual)
     x = images(seed=22, n=3, size=TWO_HEADS.image_size)
     results = []
-    for encode in (two_heads.encode_image, lambda xx: clip_mod.vit_image_features(visual, xx)):
+    for encode in (two_heads.encode_image, lambda xx: clip_tower.vit_image_features(visual, xx)):
         xx = x.clone().requires_grad_(True)
         out = encode(xx)
         out.square().sum().backward()
@@ -393,7 +394,7 @@ def test_fast_tower_equals_open_clip_forward_and_input_gradient_two_heads(two_he
 @pytest.mark.parametrize("which", ["tiny", "two_heads"])
 def test_patch_embeds_equals_open_clip_embeds_without_calling_it(which, perceptor, two_heads, monkeypatch):
     visual = perceptor.model.visual if which == "tiny" else two_heads.visual
-    assert clip_mod._is_patchify_conv(visual.conv1)
+    assert clip_tower._is_patchify_conv(visual.conv1)
     x = images(seed=23, n=2, size=visual.image_size[0]).requires_grad_(True)
     expected = visual._embeds(x)  # (B, 1 + grid**2, W)
     grad_expected, = torch.autograd.grad(expected.square().sum(), x)
@@ -402,7 +403,7 @@ def test_patch_embeds_equals_open_clip_embeds_without_calling_it(which, percepto
         raise AssertionError("the patch embedding fell back to the convolution")
 
     monkeypatch.setattr(visual, "_embeds", no_conv)
-    ours = clip_mod.patch_embeds(visual, x)
+    ours = clip_tower.patch_embeds(visual, x)
     grad_ours, = torch.autograd.grad(ours.square().sum(), x)
     torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(grad_ours, grad_expected, rtol=1e-5, atol=1e-5)
@@ -419,19 +420,19 @@ def test_patch_embeds_falls_back_to_the_convolution(change, perceptor):
     if conv.bias is not None:
         conv.bias.data.copy_(torch.linspace(-1, 1, old.out_channels))
     visual.conv1 = conv.requires_grad_(False)
-    assert not clip_mod._is_patchify_conv(visual.conv1)
+    assert not clip_tower._is_patchify_conv(visual.conv1)
     x = images(seed=24, n=2)
     with torch.no_grad():
-        ours = clip_mod.patch_embeds(visual, x)
+        ours = clip_tower.patch_embeds(visual, x)
         expected = visual._embeds(x)
-        as_patches = clip_mod.patch_embeds(perceptor.model.visual, x)  # same weight, no bias/padding
+        as_patches = clip_tower.patch_embeds(perceptor.model.visual, x)  # same weight, no bias/padding
     torch.testing.assert_close(ours, expected, rtol=0, atol=0)
     assert (expected - as_patches).abs().max() > 1e-2  # the change matters: patches would be wrong
 
 
 def test_is_patchify_conv_rejects_other_convolutions():
-    assert clip_mod._is_patchify_conv(torch.nn.Conv2d(3, 8, 4, stride=4, bias=False))
-    assert clip_mod._is_patchify_conv(torch.nn.Conv2d(3, 8, (4, 2), stride=(4, 2), bias=False))
+    assert clip_tower._is_patchify_conv(torch.nn.Conv2d(3, 8, 4, stride=4, bias=False))
+    assert clip_tower._is_patchify_conv(torch.nn.Conv2d(3, 8, (4, 2), stride=(4, 2), bias=False))
     for conv in (
         torch.nn.Conv2d(3, 8, 4, stride=2, bias=False),
         torch.nn.Conv2d(3, 8, 4, stride=4, bias=False, dilation=2),
@@ -439,14 +440,14 @@ def test_is_patchify_conv_rejects_other_convolutions():
         torch.nn.Conv2d(3, 8, 4, stride=4, bias=False, padding=1),
         torch.nn.Conv1d(3, 8, 4, stride=4, bias=False),
     ):
-        assert not clip_mod._is_patchify_conv(conv), conv
+        assert not clip_tower._is_patchify_conv(conv), conv
 
 
 def test_cpu_attention_equals_sdpa_values_and_gradients():
     g = torch.Generator().manual_seed(25)
     q, k, v = (torch.randn(2, 3, 7, 16, generator=g) * s for s in (2.0, 2.0, 1.0))  # (B, H, L, d)
     results = []
-    for attend in (torch.nn.functional.scaled_dot_product_attention, clip_mod._attention):
+    for attend in (torch.nn.functional.scaled_dot_product_attention, clip_tower._attention):
         qq, kk, vv = (t.clone().requires_grad_(True) for t in (q, k, v))
         out = attend(qq, kk, vv)
         out.square().sum().backward()
@@ -454,7 +455,7 @@ def test_cpu_attention_equals_sdpa_values_and_gradients():
     for ours, expected in zip(results[1], results[0]):
         torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-5)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        low = clip_mod._attention(q.bfloat16(), k.bfloat16(), v.bfloat16())
+        low = clip_tower._attention(q.bfloat16(), k.bfloat16(), v.bfloat16())
     assert low.dtype == torch.bfloat16
     torch.testing.assert_close(low.float(), results[0][0], rtol=0, atol=0.05)
 
@@ -467,6 +468,6 @@ def test_attention_uses_sdpa_off_cpu_only(monkeypatch):
         return v
 
     monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
-    clip_mod._attention(*(torch.zeros(1, 1, 3, 4, device="meta") for _ in range(3)))
-    clip_mod._attention(*(torch.zeros(1, 1, 3, 4) for _ in range(3)))
+    clip_tower._attention(*(torch.zeros(1, 1, 3, 4, device="meta") for _ in range(3)))
+    clip_tower._attention(*(torch.zeros(1, 1, 3, 4) for _ in range(3)))
     assert calls == ["meta"]
