@@ -139,6 +139,7 @@ def twins_help(device: torch.device) -> bool:
 
 _NORMS = (nn.GroupNorm, nn.LayerNorm)
 _TWINS: weakref.WeakKeyDictionary[nn.Module, tuple[tuple[Any, ...], nn.Module]] = weakref.WeakKeyDictionary()
+_PERCEPTORS: weakref.WeakKeyDictionary[nn.Module, tuple[nn.Module, Any]] = weakref.WeakKeyDictionary()
 
 
 def _signature(module: nn.Module, dtype: torch.dtype, channels_last: bool) -> tuple[Any, ...]:
@@ -200,8 +201,6 @@ def low_precision_perceptor(perceptor: Any, dtype: torch.dtype) -> Any:
         _PERCEPTORS[model] = cached
     return cached[1]
 
-
-_PERCEPTORS: weakref.WeakKeyDictionary[nn.Module, tuple[nn.Module, Any]] = weakref.WeakKeyDictionary()
 
 
 def _decode(decoder: Any, z_q: torch.Tensor) -> torch.Tensor:

@@ -256,24 +256,24 @@ def decode_quantised(
         channels_last = channels_last_helps(z_q.device, dtype)
     if channels_last:
         z_q = z_q.contiguous(memory_format=torch.channels_last)
-    with decoder_checkpointing(decoder, low_memory):
-        if dtype is None:
-            raw = (functools.partial(compiled_call("decode"), decoder) if compile else decoder.decode)(z_q)
-        elif compile or not hasattr(decoder, "decode_low"):
-            call = functools.partial(compiled_call("decode"), decoder) if compile else decoder.decode
-            with _autocast(z_q.device, dtype):
-                raw = call(z_q)
-        else:
-            raw = _decode_mixed(decoder, z_q, dtype, channels_last)
+    if dtype is not None and not compile and hasattr(decoder, "decode_low"):
+        raw = _decode_mixed(decoder, z_q, dtype, channels_last, low_memory)
+    else:
+        call = functools.partial(compiled_call("decode"), decoder) if compile else decoder.decode
+        with decoder_checkpointing(decoder, low_memory), _autocast(z_q.device, dtype):
+            raw = call(z_q)  # (B, 3, H, W) ~[-1, 1]
     return clamp_with_grad((raw.float() + 1) / 2, 0.0, 1.0)  # (B, 3, H, W)
 
 
-def _decode_mixed(decoder: Any, z_q: torch.Tensor, dtype: torch.dtype, channels_last: bool) -> torch.Tensor:
+def _decode_mixed(
+    decoder: Any, z_q: torch.Tensor, dtype: torch.dtype, channels_last: bool, low_memory: bool
+) -> torch.Tensor:
     """Raw decode in ``dtype`` whose low levels' VALUE comes from float32 (``speed.FLOAT32_LEVELS``).
 
     The float32 pass runs without a gradient; the gradient flows through the ``dtype`` pass of
     the same levels (straight-through, ``ops.replace_grad``), so the backward runs entirely in
-    ``dtype``. Without gradients the low levels run in float32 only.
+    ``dtype``, and ``low_memory`` checkpoints that pass's module. Without gradients the low
+    levels run in float32 only.
     """
     levels = FLOAT32_LEVELS
     fast = low_precision_twin(decoder, dtype, channels_last) if twins_help(z_q.device) else decoder
@@ -281,7 +281,7 @@ def _decode_mixed(decoder: Any, z_q: torch.Tensor, dtype: torch.dtype, channels_
         exact = decoder.decode_low(z_q.float(), levels)  # (B, C', h', w') float32
     if channels_last:
         exact = exact.contiguous(memory_format=torch.channels_last)
-    with _autocast(z_q.device, dtype):
+    with decoder_checkpointing(fast, low_memory), _autocast(z_q.device, dtype):
         h = replace_grad(exact, fast.decode_low(z_q, levels)) if torch.is_grad_enabled() else exact
         return fast.decode_high(h, levels)  # (B, 3, H, W)
 

@@ -114,6 +114,24 @@ def test_low_memory_gives_same_loss_and_gradient(models):
     assert torch.allclose(grad_a, grad_b, rtol=1e-5, atol=1e-7)
 
 
+def test_low_memory_checkpoints_the_bf16_copy_that_builds_the_graph(models):
+    from metamusic.optim.speed import low_precision_twin
+
+    vqgan, _ = models
+    _grad_after_step(models, precision="bf16")  # makes the decoder's bf16 copy
+    twin = low_precision_twin(vqgan, torch.bfloat16, channels_last=True)
+    calls = []
+    handle = twin.decoder.up[0].block[0].register_forward_hook(lambda *_: calls.append(1))
+    try:
+        _grad_after_step(models, precision="bf16")
+        plain = len(calls)
+        _grad_after_step(models, precision="bf16", low_memory=True)
+    finally:
+        handle.remove()
+    assert plain == 1 and len(calls) - plain == 2  # forward + recomputation in the bf16 copy
+    assert twin.decoder.use_checkpointing is False and vqgan.decoder.use_checkpointing is False
+
+
 def test_low_memory_needs_a_checkpointable_decoder(models):
     vqgan, perceptor = models
 
