@@ -18,7 +18,11 @@ class _ReplaceGrad(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x_forward, x_backward):
         ctx.shape = x_backward.shape
-        return x_forward
+        # A detached alias, not the input itself: autograd would wrap the input in a view whose
+        # size-1 dims get new strides, and a (1, C, H, W) channels-last tensor so restrided is
+        # no longer recognised as channels-last by GroupNorm (which then writes NCHW, and every
+        # following convolution converts layouts).
+        return x_forward.detach()
 
     @staticmethod
     def backward(ctx, grad_in):

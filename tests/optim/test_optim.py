@@ -10,7 +10,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from metamusic.errors import InputError
-from metamusic.ops import clamp_with_grad, spherical_distance, vector_quantize
+from metamusic.ops import (
+    clamp_with_grad,
+    replace_grad,
+    spherical_distance,
+    vector_quantize,
+)
 from metamusic.optim import (
     AUGMENT_CODES,
     CUT_METHODS,
@@ -137,6 +142,20 @@ def test_clamp_with_grad_passes_gradient_only_back_into_range():
     y = clamp_with_grad(x, 0.0, 1.0)
     y.sum().backward()  # gradient +1 pushes down: passes at 1.5, blocked at -0.5
     assert x.grad.tolist() == [0.0, 1.0, 1.0]
+
+
+def test_replace_grad_keeps_a_channels_last_value_channels_last():
+    # A (1, C, H, W) channels-last value must stay recognisably channels-last (its batch
+    # stride too), or GroupNorm writes NCHW and every following bf16 convolution converts.
+    value = torch.randn(1, 8, 5, 6).contiguous(memory_format=torch.channels_last)
+    source = torch.randn(1, 8, 5, 6, requires_grad=True)
+    out = replace_grad(value, source)
+    assert out.stride() == value.stride()
+    assert torch.equal(out, value)
+    normed = F.group_norm(out, 4)
+    assert normed.is_contiguous(memory_format=torch.channels_last) and not normed.is_contiguous()
+    (out * 3).sum().backward()
+    assert torch.equal(source.grad, torch.full_like(source, 3.0))
 
 
 def test_vector_quantize_picks_nearest_code_with_straight_through_gradient():

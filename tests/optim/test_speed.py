@@ -203,6 +203,33 @@ def test_bf16_decode_takes_the_low_levels_value_from_float32_and_the_gradient_fr
     assert (mixed - exact).abs().mean() < (all_bf16 - exact).abs().mean()  # closer to float32
 
 
+def test_bf16_decode_keeps_every_norm_channels_last_after_the_float32_levels(models):
+    # The float32 value enters the bf16 copy through replace_grad; a layout slip there made the
+    # upper levels run NCHW (each convolution then converting layouts twice).
+    from metamusic.optim.speed import _TWINS
+    from metamusic.optim.stepper import decode_quantised
+
+    vqgan, _ = models
+    z = _z0(vqgan).requires_grad_(True)
+    decode_quantised(vqgan, vqgan.quantize_latent(z), torch.bfloat16)  # builds the bf16 copy
+    twin = _TWINS[vqgan][1]
+    layouts = []
+
+    def record(module, inputs, output):
+        if output.shape[-1] > 1 and output.shape[-2] > 1:
+            layouts.append(output.is_contiguous(memory_format=torch.channels_last))
+
+    norms = [m for m in twin.decoder.modules() if isinstance(m, torch.nn.GroupNorm)]
+    hooks = [m.register_forward_hook(record) for m in norms]
+    try:
+        image = decode_quantised(vqgan, vqgan.quantize_latent(z), torch.bfloat16)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    image.sum().backward()
+    assert len(layouts) > 4 and all(layouts), layouts
+
+
 def test_low_precision_twin_is_made_once_and_again_after_a_weight_changes(models):
     from metamusic.optim.speed import low_precision_twin
 
