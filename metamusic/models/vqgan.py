@@ -18,6 +18,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from metamusic.models.norm import GroupNorm
+from metamusic.models.winograd import winograd_conv3x3, winograd_helps
 from metamusic.ops import vector_quantize
 
 VQMODEL_TARGET = "taming.models.vqgan.VQModel"
@@ -151,6 +152,21 @@ def _norm(channels: int) -> nn.GroupNorm:
     return GroupNorm(num_groups=32, num_channels=channels, eps=1e-6, affine=True)
 
 
+class Conv3x3(nn.Conv2d):
+    """nn.Conv2d(in, out, 3, padding=1), same parameters; while ``winograd`` is set, a float32
+    no-grad CPU call on at least 32x32 pixels runs as Winograd F(4x4, 3x3) (models.winograd)."""
+
+    winograd = False  # set on instances by optim.speed.winograd_convolutions
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__(in_channels, out_channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.winograd and winograd_helps(x, self):
+            return winograd_conv3x3(x, self.weight, self.bias)
+        return super().forward(x)
+
+
 class ResnetBlock(nn.Module):
     """Pre-activation residual block: (GroupNorm, swish, conv3x3) x 2, 1x1 shortcut if widths differ."""
 
@@ -158,10 +174,10 @@ class ResnetBlock(nn.Module):
         super().__init__()
         self.in_channels, self.out_channels = in_channels, out_channels
         self.norm1 = _norm(in_channels)
-        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        self.conv1 = Conv3x3(in_channels, out_channels)
         self.norm2 = _norm(out_channels)
         self.dropout = nn.Dropout(dropout)
-        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
+        self.conv2 = Conv3x3(out_channels, out_channels)
         if in_channels != out_channels:
             self.nin_shortcut = nn.Conv2d(in_channels, out_channels, 1)
 

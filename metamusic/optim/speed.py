@@ -39,6 +39,7 @@ __all__ = [
     "low_precision_twin",
     "sequence_first_attention",
     "twins_help",
+    "winograd_convolutions",
 ]
 
 
@@ -113,6 +114,21 @@ def decoder_checkpointing(decoder: Any, enabled: bool) -> Iterator[None]:
         yield
     finally:
         module.use_checkpointing = before
+
+
+@contextlib.contextmanager
+def winograd_convolutions(module: nn.Module) -> Iterator[None]:
+    """Inside the block, the 3x3 convolutions of ``module`` (``models.vqgan.Conv3x3``) run as
+    Winograd F(4x4, 3x3) where it is faster (float32, no gradient, CPU, >= 32x32); flags restored."""
+    convs = [m for m in module.modules() if hasattr(m, "winograd")]
+    before = [m.winograd for m in convs]
+    for m in convs:
+        m.winograd = True
+    try:
+        yield
+    finally:
+        for m, flag in zip(convs, before):
+            m.winograd = flag
 
 
 # Lowest-resolution decoder levels (with ``conv_in`` and ``mid``) whose forward VALUE is computed

@@ -55,6 +55,7 @@ from metamusic.optim.speed import (
     low_precision_twin,
     sequence_first_attention,
     twins_help,
+    winograd_convolutions,
 )
 
 __all__ = [
@@ -277,7 +278,7 @@ def _decode_mixed(
     """
     levels = FLOAT32_LEVELS
     fast = low_precision_twin(decoder, dtype, channels_last) if twins_help(z_q.device) else decoder
-    with torch.no_grad():
+    with torch.no_grad(), winograd_convolutions(decoder):
         exact = decoder.decode_low(z_q.float(), levels)  # (B, C', h', w') float32
     if channels_last:
         exact = exact.contiguous(memory_format=torch.channels_last)
