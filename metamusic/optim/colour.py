@@ -30,7 +30,6 @@ _TWO_PI = 2 * math.pi
 _EPS = 1e-8  # rgb_to_hsv's saturation guard: s = delta / (max + eps), 1 for a black pixel
 
 _Range = Union[torch.Tensor, float, Tuple[float, float], List[float]]
-_Backward = Callable[[torch.Tensor], torch.Tensor]
 
 
 @functools.lru_cache(maxsize=None)
@@ -51,27 +50,48 @@ def _inside(y: torch.Tensor, closed: bool) -> torch.Tensor:
 
 def _tie_weights(x: torch.Tensor, extreme: torch.Tensor) -> torch.Tensor:
     """amax/amin's backward weights: 1 / count on the channels equal to ``extreme``. (B, 3, H, W)."""
-    hit = (x == extreme).to(x.dtype)
+    hit = torch.empty_like(x, memory_format=torch.contiguous_format)
+    for c in range(x.shape[1]):  # per plane: a broadcast comparison into a float tensor is slower
+        torch.eq(x[:, c], extreme[:, 0], out=hit[:, c])
     return hit.div_(hit.sum(1, keepdim=True))
 
 
-def _unit_clamp(x: torch.Tensor, record: bool) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-    """kornia's outer clamp: values ``x.clamp(0, 1)``, gradient 1 on [0, 1] and 0 outside."""
-    return x.clamp(0.0, 1.0), _inside(x, True) if record else None
+def _clamp_step(x: torch.Tensor, shift: Optional[torch.Tensor], scale: Optional[torch.Tensor]) -> torch.Tensor:
+    """Brightness (x + shift) or contrast (x * scale), then ``torch.clamp`` to [0, 1] (autograd's own)."""
+    y = x + shift if shift is not None else x * scale
+    if torch.is_grad_enabled() and y.requires_grad:
+        return y.clamp(0.0, 1.0)
+    return y.clamp_(0.0, 1.0)
 
 
-def _brightness(x: torch.Tensor, shift: torch.Tensor, record: bool) -> Tuple[torch.Tensor, Any]:
-    """x + (f - 1), clamped (torch.clamp). ``shift`` (B, 1, 1, 1) is f - 1."""
-    y = x + shift
-    slope = _inside(y, _clamp_passes_bound()) if record else None
-    return y.clamp_(0.0, 1.0), slope
+class _UnitClamp(torch.autograd.Function):
+    """kornia's outer clamp: values ``x.clamp(0, 1)``, gradient 1 on the closed range [0, 1], 0 outside."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        out = x.clamp(0.0, 1.0)
+        ctx.save_for_backward(x, out)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        x, out = ctx.saved_tensors
+        return torch.eq(out, x, out=torch.empty_like(grad)).mul_(grad)
 
 
-def _contrast(x: torch.Tensor, factor: torch.Tensor, record: bool) -> Tuple[torch.Tensor, Any]:
-    """x * f, clamped (torch.clamp)."""
-    y = x * factor
-    slope = _inside(y, _clamp_passes_bound()).mul_(factor) if record else None
-    return y.clamp_(0.0, 1.0), slope
+class _Step(torch.autograd.Function):
+    """One HSV step (``_saturation`` or ``_hue``) with its hand-written backward."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, factor: torch.Tensor, step: Callable) -> torch.Tensor:
+        out, ctx.step_backward = step(x, factor, True)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: torch.Tensor) -> Tuple[torch.Tensor, None, None]:
+        return ctx.step_backward(grad), None, None
 
 
 def _value_saturation(x: torch.Tensor):
@@ -79,7 +99,7 @@ def _value_saturation(x: torch.Tensor):
     v = x.amax(1, keepdim=True)
     low = x.amin(1, keepdim=True)
     delta = v - low
-    divisor = torch.where(v == 0, torch.ones_like(v), v + _EPS)
+    divisor = (v + _EPS).masked_fill_(v == 0, 1.0)
     return v, low, delta, divisor, delta / divisor
 
 
@@ -108,7 +128,8 @@ def _saturation(x: torch.Tensor, factor: torch.Tensor, record: bool) -> Tuple[to
     def backward(g: torch.Tensor) -> torch.Tensor:
         # out_c = (x_c - m) k + V - A, A = V S', k = A / delta, S = delta / divisor, delta = V - m.
         g_sum = g.sum(1, keepdim=True)
-        g_xm = (g * xm).sum(1, keepdim=True)
+        grad = g * xm  # one (B, 3, H, W) buffer for the product and the result
+        g_xm = grad.sum(1, keepdim=True)
         coef_a = g_xm / delta_div - g_sum
         coef_delta = -g_xm * scaled / delta_div.square() * not_gray
         coef_v = g_sum + coef_a * s2
@@ -117,7 +138,7 @@ def _saturation(x: torch.Tensor, factor: torch.Tensor, record: bool) -> Tuple[to
         coef_v -= coef_s * s / divisor * live
         coef_v += coef_delta
         coef_min = -k * g_sum - coef_delta
-        grad = g * k
+        torch.mul(g, k, out=grad)
         grad.addcmul_(w_max, coef_v)
         return grad.addcmul_(w_min, coef_min)
 
@@ -135,49 +156,51 @@ def _hue(x: torch.Tensor, turn: torch.Tensor, record: bool) -> Tuple[torch.Tenso
     """
     v, low, delta, divisor, s = _value_saturation(x)  # (B, 1, H, W)
     r, g, b = x.unbind(1)  # (B, H, W)
-    v1, delta1 = v[:, 0], delta[:, 0]
-    dc = torch.where(delta1 == 0, torch.ones_like(delta1), delta1)
+    v1 = v[:, 0]
+    dc = delta[:, 0].masked_fill(delta[:, 0] == 0, 1.0)
     rc, gc, bc = v1 - r, v1 - g, v1 - b
-    h1 = bc - gc
-    h2 = (rc - bc) + 2.0 * dc
-    h3 = (gc - rc) + 4.0 * dc
     is_r = (r >= g) & (r >= b)  # the first maximal channel picks the sextant
     is_g = (g >= b) & ~is_r
-    m_r, m_g = is_r.to(x.dtype), is_g.to(x.dtype)
-    m_b = 1 - m_r - m_g
-    h = h1 * m_r + h2 * m_g + h3 * m_b  # exact selection: each pixel adds two zeros
-    h = h / dc
-    h = (h / 6.0) % 1.0
-    h = _TWO_PI * h
-    keep = (h < _TWO_PI).to(x.dtype)  # a hue rounded up to 2 pi is set to 0, without gradient
-    h = h * keep
-    h = torch.remainder(h + turn[:, 0], _TWO_PI)  # adjust_hue_raw
-    kept = (h < _TWO_PI).to(x.dtype)
-    h = h * kept
-    keep *= kept
-    h = h / _TWO_PI  # hsv_to_rgb
-    hi = torch.floor(h * 6) % 6
-    f = ((h * 6) % 6) - hi
-    e = [(hi == i).to(x.dtype) for i in range(6)]
+    cases = torch.stack((is_r, is_g, ~(is_r | is_g)), 1).to(x.dtype)  # (B, 3, H, W) one-hot
+    m_r, m_g, m_b = cases.unbind(1)
+    # rgb_to_hsv's h1 = bc - gc, h2 = (rc - bc) + 2 dc, h3 = (gc - rc) + 4 dc: num, then the base. The
+    # selection multiplies by exact ones and zeros and adds zeros, so h is rgb_to_hsv's to the bit.
+    num = (gc - rc).mul_(m_b)
+    num += (rc.sub_(bc)).mul_(m_g)
+    num += (bc.sub_(gc)).mul_(m_r)
+    h = (m_g * 2.0).add_(m_b * 4.0).mul_(dc).add_(num)
+    h.div_(dc).div_(6.0).remainder_(1.0)
+    h.mul_(_TWO_PI)
+    keep = torch.lt(h, _TWO_PI, out=torch.empty_like(h))  # a hue rounded up to 2 pi is set to 0, without gradient
+    h.mul_(keep)
+    h.add_(turn[:, 0]).remainder_(_TWO_PI)  # adjust_hue_raw
+    kept = torch.lt(h, _TWO_PI, out=torch.empty_like(h))
+    h.mul_(kept)
+    keep.mul_(kept)
+    h6 = h.div_(_TWO_PI).mul_(6)  # hsv_to_rgb
+    hi = torch.floor(h6).remainder_(6)
+    f = h6.remainder_(6).sub_(hi)
     # Rows of hsv_to_rgb's table (v q p p t v / t v v q p p / p p t v v q) as plateau + slope * f.
-    slope = torch.stack((e[1] - e[4], e[3] - e[0], e[5] - e[2]), 1)  # (B, 3, H, W)
-    plateau = torch.stack((e[2] + e[3] + e[4], e[0] + e[4] + e[5], e[0] + e[1] + e[2]), 1)
+    sextant = torch.empty(hi.shape[0], 6, *hi.shape[1:], dtype=x.dtype, device=x.device)
+    torch.eq(hi.unsqueeze(1), _SEXTANTS.to(x), out=sextant)  # (B, 6, H, W) one-hot
+    rows = torch.matmul(_TABLE.to(x), sextant.flatten(2)).view_as(sextant)  # (B, 6, H, W)
+    slope, plateau = rows[:, :3], rows[:, 3:]
     table = torch.addcmul(plateau, slope, f.unsqueeze(1))
     vs = v * s
     out = torch.addcmul(v, vs, table, value=-1)
     if not record:
         return out, None
-    pick = torch.stack((m_b - m_g, m_r - m_b, m_g - m_r), 1)  # num = sum_c pick_c x_c
-    num = (x * pick).sum(1, keepdim=True)
+    pick = torch.matmul(_PICK.to(x), cases.flatten(2)).view_as(cases)  # num = sum_c pick_c x_c
     kw = (keep / dc).unsqueeze(1)  # d f = kw (d num - q d delta)
-    q = num / dc.unsqueeze(1)
+    q = (num / dc).unsqueeze(1)
     w_max, w_min = _tie_weights(x, v), _tie_weights(x, low)
     live = (v != 0).to(x.dtype)
 
     def backward(grad_out: torch.Tensor) -> torch.Tensor:
         g_sum = grad_out.sum(1, keepdim=True)
-        g_table = (grad_out * table).sum(1, keepdim=True)
-        g_slope = (grad_out * slope).sum(1, keepdim=True)
+        grad = grad_out * table  # one (B, 3, H, W) buffer for the products and the result
+        g_table = grad.sum(1, keepdim=True)
+        g_slope = torch.mul(grad_out, slope, out=grad).sum(1, keepdim=True)
         coef_num = -vs * g_slope * kw
         coef_delta = -coef_num * q
         coef_v = g_sum - g_table * s  # out = V - (V S) T
@@ -185,56 +208,43 @@ def _hue(x: torch.Tensor, turn: torch.Tensor, record: bool) -> Tuple[torch.Tenso
         coef_delta += coef_s / divisor
         coef_v -= coef_s * s / divisor * live
         coef_v += coef_delta
-        grad = pick * coef_num
+        torch.mul(pick, coef_num, out=grad)
         grad.addcmul_(w_max, coef_v)
         return grad.addcmul_(w_min, -coef_delta)
 
     return out, backward
 
 
-_STEPS = (_brightness, _contrast, _saturation, _hue)
+# hsv_to_rgb's table by sextant 0..5: slopes dT/df of r, g, b, then their plateaus.
+_SEXTANTS = torch.arange(6.0).view(1, 6, 1, 1)
+_TABLE = torch.tensor(
+    [
+        [0, 1, 0, 0, -1, 0],
+        [-1, 0, 0, 1, 0, 0],
+        [0, 0, -1, 0, 0, 1],
+        [0, 0, 1, 1, 1, 0],
+        [1, 0, 0, 0, 1, 1],
+        [1, 1, 1, 0, 0, 0],
+    ],
+    dtype=torch.float64,
+)
+# num's channel weights for a maximal r, g or b: g - b, b - r, r - g.
+_PICK = torch.tensor([[0, -1, 1], [1, 0, -1], [-1, 1, 0]], dtype=torch.float64)
 
 
-def _run(
-    x: torch.Tensor, steps: Sequence[Tuple[int, torch.Tensor]], record: bool
-) -> Tuple[torch.Tensor, List[Any]]:
-    """The clamp, the steps in order and the clamp; with ``record``, the backward tape.
-
-    Tape entries are (B, 3, H, W) slopes of elementwise steps (consecutive ones multiplied into
-    one) or backward functions of the HSV steps.
-    """
-    out, slope = _unit_clamp(x, record)
-    tape: List[Any] = [slope] if record else []
+def _run(x: torch.Tensor, steps: Sequence[Tuple[int, torch.Tensor]]) -> torch.Tensor:
+    """The outer clamp, the steps in order, the outer clamp; with autograd when ``x`` needs a gradient."""
+    record = torch.is_grad_enabled() and x.requires_grad
+    out = _UnitClamp.apply(x) if record else x.clamp(0.0, 1.0)
     for idx, factor in steps:
-        out, back = _STEPS[idx](out, factor, record)
-        if record:
-            if isinstance(back, torch.Tensor) and isinstance(tape[-1], torch.Tensor):
-                tape[-1] = tape[-1] * back
-            else:
-                tape.append(back)
-    out, slope = _unit_clamp(out, record)
-    if record:
-        if isinstance(tape[-1], torch.Tensor):
-            tape[-1] = tape[-1] * slope
+        if idx == 0:
+            out = _clamp_step(out, factor, None)
+        elif idx == 1:
+            out = _clamp_step(out, None, factor)
         else:
-            tape.append(slope)
-    return out, tape
-
-
-class _Jiggle(torch.autograd.Function):
-    """The colour steps with their hand-written backward (first order only)."""
-
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, steps: Sequence[Tuple[int, torch.Tensor]]) -> torch.Tensor:
-        out, ctx.tape = _run(x, steps, record=True)
-        return out
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: Any, grad: torch.Tensor) -> Tuple[torch.Tensor, None]:
-        for entry in reversed(ctx.tape):
-            grad = grad * entry if isinstance(entry, torch.Tensor) else entry(grad)
-        return grad, None
+            step = _saturation if idx == 2 else _hue
+            out = _Step.apply(out, factor, step) if record else step(out, factor, False)[0]
+    return _UnitClamp.apply(out) if record else out.clamp_(0.0, 1.0)
 
 
 class ColourJiggle(K.ColorJiggle):
@@ -289,7 +299,5 @@ class ColourJiggle(K.ColorJiggle):
             elif idx == 3:
                 factor = factor * 2 * math.pi
             steps.append((idx, factor.to(device=input.device, dtype=input.dtype).view(-1, 1, 1, 1)))
-        if torch.is_grad_enabled() and input.requires_grad:
-            _clamp_passes_bound()  # cache it outside the autograd Function's no-grad forward
-            return _Jiggle.apply(input, steps)
-        return _run(input, steps, record=False)[0]
+        _clamp_passes_bound()  # cache it outside the autograd Functions' no-grad forward
+        return _run(input, steps)
