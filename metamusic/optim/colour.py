@@ -48,20 +48,49 @@ def _inside(y: torch.Tensor, closed: bool) -> torch.Tensor:
     return ((y > 0) & (y < 1)).to(y.dtype)
 
 
+def _channel_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """sum_c a_c b_c over dim 1, plane by plane (no (B, C, H, W) temporary): (B, C, H, W) -> (B, 1, H, W)."""
+    out = a[:, :1] * b[:, :1]
+    for c in range(1, a.shape[1]):
+        out.addcmul_(a[:, c : c + 1], b[:, c : c + 1])
+    return out
+
+
 def _tie_weights(x: torch.Tensor, extreme: torch.Tensor) -> torch.Tensor:
     """amax/amin's backward weights: 1 / count on the channels equal to ``extreme``. (B, 3, H, W)."""
-    hit = torch.empty_like(x, memory_format=torch.contiguous_format)
-    for c in range(x.shape[1]):  # per plane: a broadcast comparison into a float tensor is slower
-        torch.eq(x[:, c], extreme[:, 0], out=hit[:, c])
+    hit = torch.eq(x, extreme, out=torch.empty_like(x))
     return hit.div_(hit.sum(1, keepdim=True))
 
 
-def _clamp_step(x: torch.Tensor, shift: Optional[torch.Tensor], scale: Optional[torch.Tensor]) -> torch.Tensor:
-    """Brightness (x + shift) or contrast (x * scale), then ``torch.clamp`` to [0, 1] (autograd's own)."""
-    y = x + shift if shift is not None else x * scale
-    if torch.is_grad_enabled() and y.requires_grad:
-        return y.clamp(0.0, 1.0)
-    return y.clamp_(0.0, 1.0)
+class _ClampStep(torch.autograd.Function):
+    """Brightness (x + shift) or contrast (x * scale), then ``torch.clamp`` to [0, 1].
+
+    The gradient is ``scale`` where 0 < y < 1 (torch 2.14's clamp) or 0 <= y <= 1 (older torch), else 0;
+    for y in (0, 1) the clamped value c has c (1 - c) > 0, and outside it c is 0 or 1.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, shift: Optional[torch.Tensor], scale: Optional[torch.Tensor]):
+        y = x + shift if shift is not None else x * scale
+        if _clamp_passes_bound():
+            ctx.save_for_backward(y, scale)
+            ctx.closed = True
+            return y.clamp(0.0, 1.0)
+        out = y.clamp_(0.0, 1.0)
+        ctx.save_for_backward(out, scale)
+        ctx.closed = False
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: torch.Tensor):
+        saved, scale = ctx.saved_tensors
+        if ctx.closed:  # saved = y: 1 on [0, 1]
+            slope = torch.eq(saved.clamp(0.0, 1.0), saved, out=torch.empty_like(grad))
+        else:  # saved = clamp(y): 1 on (0, 1)
+            slope = torch.sub(1.0, saved).mul_(saved).sign_()
+        slope.mul_(grad)
+        return (slope.mul_(scale) if scale is not None else slope), None, None
 
 
 class _UnitClamp(torch.autograd.Function):
@@ -128,8 +157,7 @@ def _saturation(x: torch.Tensor, factor: torch.Tensor, record: bool) -> Tuple[to
     def backward(g: torch.Tensor) -> torch.Tensor:
         # out_c = (x_c - m) k + V - A, A = V S', k = A / delta, S = delta / divisor, delta = V - m.
         g_sum = g.sum(1, keepdim=True)
-        grad = g * xm  # one (B, 3, H, W) buffer for the product and the result
-        g_xm = grad.sum(1, keepdim=True)
+        g_xm = _channel_dot(g, xm)
         coef_a = g_xm / delta_div - g_sum
         coef_delta = -g_xm * scaled / delta_div.square() * not_gray
         coef_v = g_sum + coef_a * s2
@@ -138,7 +166,7 @@ def _saturation(x: torch.Tensor, factor: torch.Tensor, record: bool) -> Tuple[to
         coef_v -= coef_s * s / divisor * live
         coef_v += coef_delta
         coef_min = -k * g_sum - coef_delta
-        torch.mul(g, k, out=grad)
+        grad = g * k
         grad.addcmul_(w_max, coef_v)
         return grad.addcmul_(w_min, coef_min)
 
@@ -161,8 +189,8 @@ def _hue(x: torch.Tensor, turn: torch.Tensor, record: bool) -> Tuple[torch.Tenso
     rc, gc, bc = v1 - r, v1 - g, v1 - b
     is_r = (r >= g) & (r >= b)  # the first maximal channel picks the sextant
     is_g = (g >= b) & ~is_r
-    cases = torch.stack((is_r, is_g, ~(is_r | is_g)), 1).to(x.dtype)  # (B, 3, H, W) one-hot
-    m_r, m_g, m_b = cases.unbind(1)
+    m_r, m_g = is_r.to(x.dtype), is_g.to(x.dtype)
+    m_b = (~(is_r | is_g)).to(x.dtype)
     # rgb_to_hsv's h1 = bc - gc, h2 = (rc - bc) + 2 dc, h3 = (gc - rc) + 4 dc: num, then the base. The
     # selection multiplies by exact ones and zeros and adds zeros, so h is rgb_to_hsv's to the bit.
     num = (gc - rc).mul_(m_b)
@@ -181,16 +209,22 @@ def _hue(x: torch.Tensor, turn: torch.Tensor, record: bool) -> Tuple[torch.Tenso
     hi = torch.floor(h6).remainder_(6)
     f = h6.remainder_(6).sub_(hi)
     # Rows of hsv_to_rgb's table (v q p p t v / t v v q p p / p p t v v q) as plateau + slope * f.
-    sextant = torch.empty(hi.shape[0], 6, *hi.shape[1:], dtype=x.dtype, device=x.device)
-    torch.eq(hi.unsqueeze(1), _SEXTANTS.to(x), out=sextant)  # (B, 6, H, W) one-hot
-    rows = torch.matmul(_TABLE.to(x), sextant.flatten(2)).view_as(sextant)  # (B, 6, H, W)
-    slope, plateau = rows[:, :3], rows[:, 3:]
-    table = torch.addcmul(plateau, slope, f.unsqueeze(1))
+    e = [torch.eq(hi, float(i), out=torch.empty_like(hi)) for i in range(6)]  # sextant one-hot planes
+    shape = (hi.shape[0], 3, *hi.shape[1:])
+    slope = torch.empty(shape, dtype=x.dtype, device=x.device)  # dT/df: (B, 3, H, W)
+    plateau = torch.empty(shape, dtype=x.dtype, device=x.device)
+    for n, (up, down, a, b_, c) in enumerate(((1, 4, 2, 3, 4), (3, 0, 0, 4, 5), (5, 2, 0, 1, 2))):
+        torch.sub(e[up], e[down], out=slope[:, n])
+        torch.add(e[a], e[b_], out=plateau[:, n]).add_(e[c])
+    table = plateau.addcmul_(slope, f.unsqueeze(1))
     vs = v * s
     out = torch.addcmul(v, vs, table, value=-1)
     if not record:
         return out, None
-    pick = torch.matmul(_PICK.to(x), cases.flatten(2)).view_as(cases)  # num = sum_c pick_c x_c
+    pick = torch.empty(shape, dtype=x.dtype, device=x.device)  # num = sum_c pick_c x_c
+    torch.sub(m_b, m_g, out=pick[:, 0])
+    torch.sub(m_r, m_b, out=pick[:, 1])
+    torch.sub(m_g, m_r, out=pick[:, 2])
     kw = (keep / dc).unsqueeze(1)  # d f = kw (d num - q d delta)
     q = (num / dc).unsqueeze(1)
     w_max, w_min = _tie_weights(x, v), _tie_weights(x, low)
@@ -198,9 +232,8 @@ def _hue(x: torch.Tensor, turn: torch.Tensor, record: bool) -> Tuple[torch.Tenso
 
     def backward(grad_out: torch.Tensor) -> torch.Tensor:
         g_sum = grad_out.sum(1, keepdim=True)
-        grad = grad_out * table  # one (B, 3, H, W) buffer for the products and the result
-        g_table = grad.sum(1, keepdim=True)
-        g_slope = torch.mul(grad_out, slope, out=grad).sum(1, keepdim=True)
+        g_table = _channel_dot(grad_out, table)
+        g_slope = _channel_dot(grad_out, slope)
         coef_num = -vs * g_slope * kw
         coef_delta = -coef_num * q
         coef_v = g_sum - g_table * s  # out = V - (V S) T
@@ -208,28 +241,11 @@ def _hue(x: torch.Tensor, turn: torch.Tensor, record: bool) -> Tuple[torch.Tenso
         coef_delta += coef_s / divisor
         coef_v -= coef_s * s / divisor * live
         coef_v += coef_delta
-        torch.mul(pick, coef_num, out=grad)
+        grad = pick * coef_num
         grad.addcmul_(w_max, coef_v)
         return grad.addcmul_(w_min, -coef_delta)
 
     return out, backward
-
-
-# hsv_to_rgb's table by sextant 0..5: slopes dT/df of r, g, b, then their plateaus.
-_SEXTANTS = torch.arange(6.0).view(1, 6, 1, 1)
-_TABLE = torch.tensor(
-    [
-        [0, 1, 0, 0, -1, 0],
-        [-1, 0, 0, 1, 0, 0],
-        [0, 0, -1, 0, 0, 1],
-        [0, 0, 1, 1, 1, 0],
-        [1, 0, 0, 0, 1, 1],
-        [1, 1, 1, 0, 0, 0],
-    ],
-    dtype=torch.float64,
-)
-# num's channel weights for a maximal r, g or b: g - b, b - r, r - g.
-_PICK = torch.tensor([[0, -1, 1], [1, 0, -1], [-1, 1, 0]], dtype=torch.float64)
 
 
 def _run(x: torch.Tensor, steps: Sequence[Tuple[int, torch.Tensor]]) -> torch.Tensor:
@@ -237,10 +253,10 @@ def _run(x: torch.Tensor, steps: Sequence[Tuple[int, torch.Tensor]]) -> torch.Te
     record = torch.is_grad_enabled() and x.requires_grad
     out = _UnitClamp.apply(x) if record else x.clamp(0.0, 1.0)
     for idx, factor in steps:
-        if idx == 0:
-            out = _clamp_step(out, factor, None)
-        elif idx == 1:
-            out = _clamp_step(out, None, factor)
+        if idx < 2 and record:
+            out = _ClampStep.apply(out, factor, None) if idx == 0 else _ClampStep.apply(out, None, factor)
+        elif idx < 2:
+            out = (out + factor if idx == 0 else out * factor).clamp_(0.0, 1.0)
         else:
             step = _saturation if idx == 2 else _hue
             out = _Step.apply(out, factor, step) if record else step(out, factor, False)[0]
