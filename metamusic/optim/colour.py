@@ -260,6 +260,8 @@ def _run(x: torch.Tensor, steps: Sequence[Tuple[int, torch.Tensor]]) -> torch.Te
         else:
             step = _saturation if idx == 2 else _hue
             out = _Step.apply(out, factor, step) if record else step(out, factor, False)[0]
+    if steps and steps[-1][0] < 2:  # a brightness or contrast step ends in [0, 1]: the clamp is the identity
+        return out
     return _UnitClamp.apply(out) if record else out.clamp_(0.0, 1.0)
 
 
@@ -268,7 +270,9 @@ class ColourJiggle(K.ColorJiggle):
 
     Construction, parameter draws, the p gate and the random order are kornia's own; other inputs
     (a fixed ``order``, another channel count or dtype, forward-mode tangents) take kornia's path.
-    The fast path's gradient is first order (no double backward).
+    The fast path transforms only the samples the p gate picked (``batch_prob``): kornia's blend
+    keeps the input for the others, so ``apply_transform`` returns them unchanged. Its gradient is
+    first order (no double backward).
     """
 
     def __init__(
@@ -304,16 +308,25 @@ class ColourJiggle(K.ColorJiggle):
     ) -> torch.Tensor:
         if not self.fast_path(input):
             return super().apply_transform(input, params, flags, transform)
+        chosen = params.get("batch_prob")
+        chosen = None if chosen is None else torch.atleast_1d(chosen > 0.5).to(input.device)
+        subset = chosen is not None and chosen.shape[0] == input.shape[0] and not bool(chosen.all())
+        rows = chosen.nonzero()[:, 0] if subset else None
         steps = []
         for idx in params["order"].tolist():
             factor = params[_FACTOR_KEYS[idx]]
-            if not (factor != _NEUTRAL[idx]).any():  # kornia skips a step whose factors are all neutral
+            # kornia skips a step whose factors are all neutral, over the whole batch (gated samples included).
+            if not (factor != _NEUTRAL[idx]).any():
                 continue
             # kornia's factor arithmetic: brightness f - 1 and hue f * 2 pi before the cast to the image dtype.
             if idx == 0:
                 factor = factor - 1
             elif idx == 3:
                 factor = factor * 2 * math.pi
-            steps.append((idx, factor.to(device=input.device, dtype=input.dtype).view(-1, 1, 1, 1)))
+            factor = factor.to(device=input.device, dtype=input.dtype).view(-1, 1, 1, 1)
+            steps.append((idx, factor[rows] if subset else factor))
         _clamp_passes_bound()  # cache it outside the autograd Functions' no-grad forward
-        return _run(input, steps)
+        if not subset:
+            return _run(input, steps)
+        # Only the samples the p gate picked: kornia's blend discards the others, which come back unchanged.
+        return input.detach().index_copy(0, rows, _run(input[rows], steps))
