@@ -2,14 +2,16 @@
 
 kornia's ``ColorJiggle`` (brightness x + (f - 1), contrast x * f, HSV saturation * f, hue turned
 by f * 2 pi, in a random order: kornia 0.5.4's ``ColorJitter``) converts pixels to HSV and back
-with branch-free ``torch.where`` chains, and its autograd backward replays them. Per pixel both
-HSV steps are V - V S T_n with a table entry T_n (hue) or a linear blend (saturation), so
-:class:`ColourJiggle` computes every discrete choice (hue sextant, table entry, wrap-around)
-with kornia's own arithmetic and writes the backward by hand as a few per-pixel reductions
-(:class:`_Jiggle`). The gradient is kornia's autograd gradient, subgradients included: ``amax``
-and ``amin`` split it evenly among tied channels, the hue sextant is the first maximal
-channel's, black and gray pixels keep kornia's guarded divisors, step clamps follow
-``torch.clamp`` and the outer clamps keep gradient 1 on the closed range [0, 1].
+with branch-free ``torch.where`` chains, and its autograd backward replays them. Per pixel the
+hue step is V - V S T_n with hsv_to_rgb's table entry T_n in {0, f, 1, 1 - f}, and the
+saturation step scales each channel's distance from the minimum, so :class:`ColourJiggle`
+makes every discrete choice (hue sextant, table entry, wrap-around) with kornia's own
+arithmetic and gives each step a hand-written backward of a few per-pixel sums
+(``_Step``, ``_ClampStep``, ``_UnitClamp``); it transforms only the samples the p gate picked.
+Values and gradients are kornia's, subgradients included: ``amax`` and ``amin`` split the
+gradient evenly among tied channels, the hue sextant is the first maximal channel's, black and
+gray pixels keep kornia's guarded divisors, step clamps follow ``torch.clamp`` and the outer
+clamps keep gradient 1 on the closed range [0, 1].
 """
 
 from __future__ import annotations

@@ -120,3 +120,39 @@ def test_pipelines_use_colour_jiggle():
     for method in ("updated", "updatedpooling"):
         assert sum(type(m) is ColourJiggle for m in method_augments(method, (), 16)) == 1
         assert not any(type(m) is K.ColorJiggle for m in method_augments(method, (), 16))
+
+
+def test_clamp_step_gradient_follows_torch_clamp(monkeypatch):
+    """Brightness/contrast clamps: gradient scale on (0, 1) (torch 2.14) or [0, 1] (torch <= 2.9)."""
+    from metamusic.optim import colour
+
+    x = torch.tensor([[-0.5, 0.0, 0.3, 1.0, 1.4]], dtype=torch.float64).view(1, 1, 1, 5)
+    scale = torch.full((1, 1, 1, 1), 2.0, dtype=torch.float64)
+    expected = {}
+    for closed in (False, True):
+        monkeypatch.setattr(colour, "_clamp_passes_bound", lambda closed=closed: closed)
+        xi = (x / 2).requires_grad_(True)  # y = 2 * x/2: -0.5, 0, 0.3, 1, 1.4
+        y = colour._ClampStep.apply(xi, None, scale)
+        assert y.flatten().tolist() == [0.0, 0.0, 0.3, 1.0, 1.0]
+        (grad,) = torch.autograd.grad(y.sum(), xi)
+        expected[closed] = grad.flatten().tolist()
+    assert expected[False] == [0.0, 0.0, 2.0, 0.0, 0.0]
+    assert expected[True] == [0.0, 2.0, 2.0, 2.0, 0.0]
+    monkeypatch.undo()
+    t = torch.zeros((), requires_grad=True)
+    assert colour._clamp_passes_bound() == bool(torch.autograd.grad(t.clamp(0.0, 1.0), t)[0] == 1)
+
+
+def test_gated_samples_are_returned_unchanged():
+    """apply_transform works only on the samples the p gate picked; the others pass through as they came."""
+    x = _image(9, torch.float32, n=6)
+    aug = ColourJiggle(**FULL)
+    torch.manual_seed(3)
+    aug(x)
+    params = dict(aug._params)
+    params["batch_prob"] = torch.tensor([True, False, True, False, False, True])
+    out = aug.apply_transform(x, params, {})
+    assert torch.equal(out[~params["batch_prob"]], x[~params["batch_prob"]])
+    full = aug.apply_transform(x, dict(params, batch_prob=torch.ones(6, dtype=torch.bool)), {})
+    torch.testing.assert_close(out[params["batch_prob"]], full[params["batch_prob"]], atol=1e-6, rtol=0)
+    assert not torch.allclose(full[~params["batch_prob"]], x[~params["batch_prob"]], atol=1e-3)
