@@ -43,13 +43,6 @@ def _clamp_passes_bound() -> bool:
     return bool(grad == 1)
 
 
-def _inside(y: torch.Tensor, closed: bool) -> torch.Tensor:
-    """1 where ``y`` is in [0, 1] (``closed``) or (0, 1), else 0, in ``y``'s dtype."""
-    if closed:
-        return ((y >= 0) & (y <= 1)).to(y.dtype)
-    return ((y > 0) & (y < 1)).to(y.dtype)
-
-
 def _channel_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """sum_c a_c b_c over dim 1, plane by plane (no (B, C, H, W) temporary): (B, C, H, W) -> (B, 1, H, W)."""
     out = a[:, :1] * b[:, :1]
@@ -125,13 +118,23 @@ class _Step(torch.autograd.Function):
         return ctx.step_backward(grad), None, None
 
 
+def _is(a: torch.Tensor, b: Union[torch.Tensor, float], compare: Callable = torch.eq) -> torch.Tensor:
+    """1.0 where ``compare(a, b)``, else 0.0, in ``a``'s dtype (float masks: bool tensors are slow on CPU)."""
+    return compare(a, b, out=torch.empty_like(a))
+
+
 def _value_saturation(x: torch.Tensor):
-    """V = max, min, delta = V - min, the divisor of S = delta / divisor and S; each (B, 1, H, W)."""
+    """V = max, min, delta = V - min, the divisor of S = delta / divisor, S and 1 - black; (B, 1, H, W) each.
+
+    The divisor is kornia's max + eps, or 1 where max == 0 (selected exactly: d - d * 1 + 1).
+    """
     v = x.amax(1, keepdim=True)
     low = x.amin(1, keepdim=True)
     delta = v - low
-    divisor = (v + _EPS).masked_fill_(v == 0, 1.0)
-    return v, low, delta, divisor, delta / divisor
+    black = _is(v, 0.0)
+    divisor = v + _EPS
+    divisor.addcmul_(divisor, black, value=-1).add_(black)
+    return v, low, delta, divisor, delta / divisor, black.neg_().add_(1.0)
 
 
 def _saturation(x: torch.Tensor, factor: torch.Tensor, record: bool) -> Tuple[torch.Tensor, Any]:
@@ -139,12 +142,12 @@ def _saturation(x: torch.Tensor, factor: torch.Tensor, record: bool) -> Tuple[to
 
     out = (x - min) * (V S' / delta) + (V - V S'), S' = clamp(S f, 0, 1), delta 0 -> 1.
     """
-    v, low, delta, divisor, s = _value_saturation(x)
+    v, low, delta, divisor, s, live = _value_saturation(x)
     sf = s * factor
     s2 = sf.clamp(0.0, 1.0)
     scaled = v * s2  # the new delta
-    gray = delta == 0
-    delta_div = torch.where(gray, torch.ones_like(delta), delta)
+    gray = _is(delta, 0.0)
+    delta_div = delta + gray  # kornia's delta, or 1 where it is 0
     k = scaled / delta_div
     xm = x - low  # (B, 3, H, W)
     out = xm * k
@@ -152,9 +155,12 @@ def _saturation(x: torch.Tensor, factor: torch.Tensor, record: bool) -> Tuple[to
     if not record:
         return out, None
     w_max, w_min = _tie_weights(x, v), _tie_weights(x, low)
-    s2_slope = _inside(sf, _clamp_passes_bound()).mul_(factor)
-    live = (v != 0).to(x.dtype)
-    not_gray = (~gray).to(x.dtype)
+    if _clamp_passes_bound():  # torch.clamp's slope on [0, 1]
+        s2_slope = _is(s2, sf)
+    else:  # on (0, 1): s2 (1 - s2) > 0 exactly there
+        s2_slope = torch.sub(1.0, s2).mul_(s2).sign_()
+    s2_slope.mul_(factor)
+    not_gray = gray.neg_().add_(1.0)
 
     def backward(g: torch.Tensor) -> torch.Tensor:
         # out_c = (x_c - m) k + V - A, A = V S', k = A / delta, S = delta / divisor, delta = V - m.
@@ -184,15 +190,15 @@ def _hue(x: torch.Tensor, turn: torch.Tensor, record: bool) -> Tuple[torch.Tenso
     hue6 = base + num / delta (num: the difference of the two channels after the first maximal
     one), d f = d hue6 = (d num - q d delta) / delta, q = num / delta, unless a hue wrapped to 0.
     """
-    v, low, delta, divisor, s = _value_saturation(x)  # (B, 1, H, W)
+    v, low, delta, divisor, s, live = _value_saturation(x)  # (B, 1, H, W)
     r, g, b = x.unbind(1)  # (B, H, W)
     v1 = v[:, 0]
-    dc = delta[:, 0].masked_fill(delta[:, 0] == 0, 1.0)
+    dc = delta[:, 0] + _is(delta[:, 0], 0.0)  # kornia's delta, or 1 where it is 0
     rc, gc, bc = v1 - r, v1 - g, v1 - b
-    is_r = (r >= g) & (r >= b)  # the first maximal channel picks the sextant
-    is_g = (g >= b) & ~is_r
-    m_r, m_g = is_r.to(x.dtype), is_g.to(x.dtype)
-    m_b = (~(is_r | is_g)).to(x.dtype)
+    # The first maximal channel picks the sextant: r if r >= g and r >= b, else g if g >= b, else b.
+    m_r = _is(r, g, torch.ge).mul_(_is(r, b, torch.ge))
+    m_g = _is(g, b, torch.ge).mul_(1.0 - m_r)
+    m_b = 1.0 - m_r - m_g
     # rgb_to_hsv's h1 = bc - gc, h2 = (rc - bc) + 2 dc, h3 = (gc - rc) + 4 dc: num, then the base. The
     # selection multiplies by exact ones and zeros and adds zeros, so h is rgb_to_hsv's to the bit.
     num = (gc - rc).mul_(m_b)
@@ -230,7 +236,6 @@ def _hue(x: torch.Tensor, turn: torch.Tensor, record: bool) -> Tuple[torch.Tenso
     kw = (keep / dc).unsqueeze(1)  # d f = kw (d num - q d delta)
     q = (num / dc).unsqueeze(1)
     w_max, w_min = _tie_weights(x, v), _tie_weights(x, low)
-    live = (v != 0).to(x.dtype)
 
     def backward(grad_out: torch.Tensor) -> torch.Tensor:
         g_sum = grad_out.sum(1, keepdim=True)
@@ -331,4 +336,5 @@ class ColourJiggle(K.ColorJiggle):
         if not subset:
             return _run(input, steps)
         # Only the samples the p gate picked: kornia's blend discards the others, which come back unchanged.
-        return input.detach().index_copy(0, rows, _run(input[rows], steps))
+        out = input.detach().clone()
+        return out.index_copy_(0, rows, _run(input.index_select(0, rows), steps))
