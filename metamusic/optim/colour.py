@@ -51,10 +51,13 @@ def _channel_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _tie_weights(x: torch.Tensor, extreme: torch.Tensor) -> torch.Tensor:
-    """amax/amin's backward weights: 1 / count on the channels equal to ``extreme``. (B, 3, H, W)."""
+def _ties(x: torch.Tensor, extreme: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """amax/amin's backward split: the channels equal to ``extreme`` (B, 3, H, W) and their count (B, 1, H, W).
+
+    The gradient of ``extreme`` reaches each of them divided by the count.
+    """
     hit = torch.eq(x, extreme, out=torch.empty_like(x))
-    return hit.div_(hit.sum(1, keepdim=True))
+    return hit, hit.sum(1, keepdim=True)
 
 
 class _ClampStep(torch.autograd.Function):
@@ -150,11 +153,11 @@ def _saturation(x: torch.Tensor, factor: torch.Tensor, record: bool) -> Tuple[to
     delta_div = delta + gray  # kornia's delta, or 1 where it is 0
     k = scaled / delta_div
     xm = x - low  # (B, 3, H, W)
-    out = xm * k
+    out = xm * k  # kornia's operations in kornia's order: the same float32 rounding
     out += v - scaled
     if not record:
         return out, None
-    w_max, w_min = _tie_weights(x, v), _tie_weights(x, low)
+    (hit_max, n_max), (hit_min, n_min) = _ties(x, v), _ties(x, low)
     if _clamp_passes_bound():  # torch.clamp's slope on [0, 1]
         s2_slope = _is(s2, sf)
     else:  # on (0, 1): s2 (1 - s2) > 0 exactly there
@@ -175,8 +178,8 @@ def _saturation(x: torch.Tensor, factor: torch.Tensor, record: bool) -> Tuple[to
         coef_v += coef_delta
         coef_min = -k * g_sum - coef_delta
         grad = g * k
-        grad.addcmul_(w_max, coef_v)
-        return grad.addcmul_(w_min, coef_min)
+        grad.addcmul_(hit_max, coef_v.div_(n_max))
+        return grad.addcmul_(hit_min, coef_min.div_(n_min))
 
     return out, backward
 
@@ -235,7 +238,7 @@ def _hue(x: torch.Tensor, turn: torch.Tensor, record: bool) -> Tuple[torch.Tenso
     torch.sub(m_g, m_r, out=pick[:, 2])
     kw = (keep / dc).unsqueeze(1)  # d f = kw (d num - q d delta)
     q = (num / dc).unsqueeze(1)
-    w_max, w_min = _tie_weights(x, v), _tie_weights(x, low)
+    (hit_max, n_max), (hit_min, n_min) = _ties(x, v), _ties(x, low)
 
     def backward(grad_out: torch.Tensor) -> torch.Tensor:
         g_sum = grad_out.sum(1, keepdim=True)
@@ -249,8 +252,8 @@ def _hue(x: torch.Tensor, turn: torch.Tensor, record: bool) -> Tuple[torch.Tenso
         coef_v -= coef_s * s / divisor * live
         coef_v += coef_delta
         grad = pick * coef_num
-        grad.addcmul_(w_max, coef_v)
-        return grad.addcmul_(w_min, -coef_delta)
+        grad.addcmul_(hit_max, coef_v.div_(n_max))
+        return grad.addcmul_(hit_min, coef_delta.neg_().div_(n_min))
 
     return out, backward
 
