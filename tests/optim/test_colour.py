@@ -51,7 +51,7 @@ HSV_ONLY = dict(hue=0.01, saturation=0.01, p=0.7)  # the "updated" cut method's
 
 
 @pytest.mark.parametrize("args", [FULL, STRONG, HSV_ONLY])
-@pytest.mark.parametrize("dtype,atol,gtol", [(torch.float64, 1e-12, 1e-9), (torch.float32, 1e-6, 2e-4)])
+@pytest.mark.parametrize("dtype,atol,gtol", [(torch.float64, 1e-12, 1e-9), (torch.float32, 1e-6, 1e-5)])
 def test_values_and_gradients_equal_kornia(args, dtype, atol, gtol):
     orders = set()
     for seed in range(12):
@@ -61,7 +61,7 @@ def test_values_and_gradients_equal_kornia(args, dtype, atol, gtol):
         assert p0.keys() == p1.keys() and all(torch.equal(p0[k], p1[k]) for k in p0)  # same draws
         orders.add(tuple(p0["order"].tolist()))
         torch.testing.assert_close(y1, y0, atol=atol, rtol=0)
-        # float32: kornia's own gradient carries rounding of order eps / delta at low saturation.
+        # float32: both gradients carry rounding of order eps / delta at low saturation (rtol too).
         torch.testing.assert_close(g1, g0, atol=gtol, rtol=gtol)
     assert len(orders) > 4  # many random orders were exercised
 
