@@ -1,6 +1,7 @@
 """Time kornia's ColorJiggle against metamusic's ColourJiggle (forward + backward), interleaved.
 
     python bench/colour.py                 # 8x3x224x224 float32, 2 threads, median of 15 calls
+    python bench/colour.py --p 1           # every sample jittered (no gated-out samples to skip)
 
 The VQGAN-CLIP step's "Ji" setting (0.1 each, p = 0.7). Call i of both modules runs with seed i, so
 both draw the same factors, order and samples; the calls alternate (kornia, ours, kornia, ...) so
@@ -31,13 +32,14 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--calls", type=int, default=15)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--p", type=float, default=0.7, help="probability of jittering a sample (the step's 0.7)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     image = torch.rand(args.batch, 3, args.size, args.size, generator=torch.Generator().manual_seed(0))
     weight = torch.randn(image.shape, generator=torch.Generator().manual_seed(1))
     modules = {
-        "kornia": K.ColorJiggle(brightness=0.1, contrast=0.1, saturation=0.1, hue=0.1, p=0.7),
-        "ours": ColourJiggle(brightness=0.1, contrast=0.1, saturation=0.1, hue=0.1, p=0.7),
+        "kornia": K.ColorJiggle(brightness=0.1, contrast=0.1, saturation=0.1, hue=0.1, p=args.p),
+        "ours": ColourJiggle(brightness=0.1, contrast=0.1, saturation=0.1, hue=0.1, p=args.p),
     }
     times = {name: ([], []) for name in modules}
     last = {}
