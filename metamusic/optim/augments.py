@@ -8,7 +8,8 @@ Re resized crop. Default: Af Pe Ji Er. Kornia draws from torch's global RNG, so
 Colour jitter: VQGAN-CLIP and Music2Video pin kornia 0.5.4, whose ``ColorJitter`` shifts
 brightness additively (x + (f - 1)), scales contrast (x * f), scales the HSV saturation and
 turns the hue by f * 2 pi, in a random order per call. Later kornia moved that behaviour to
-``ColorJiggle`` and made ``ColorJitter`` follow torchvision's blends, so ``ColorJiggle`` is used.
+``ColorJiggle`` and made ``ColorJitter`` follow torchvision's blends, so ``ColorJiggle`` is used,
+as :class:`~metamusic.optim.colour.ColourJiggle`: the same draws, values and gradients, faster.
 """
 
 from __future__ import annotations
@@ -36,10 +37,12 @@ def _augment(code: str, cut_size: int, variant: str) -> nn.Module:
     """One kornia augmentation for ``code`` with the reference's probabilities and ranges."""
     import kornia.augmentation as K
 
+    from metamusic.optim.colour import ColourJiggle
+
     nr = variant == "nrupdated"  # MakeCutoutsNRUpdate: stronger affine, milder perspective
     size = (cut_size, cut_size)
     if code == "Ji":
-        return K.ColorJiggle(brightness=0.1, contrast=0.1, saturation=0.1, hue=0.1, p=0.7)
+        return ColourJiggle(brightness=0.1, contrast=0.1, saturation=0.1, hue=0.1, p=0.7)
     if code == "Sh":
         return K.RandomSharpness(sharpness=0.3, p=0.5)
     if code == "Gn":
@@ -96,6 +99,8 @@ def method_augments(method: str, codes: Sequence[str], cut_size: int) -> nn.Modu
     """
     import kornia.augmentation as K
 
+    from metamusic.optim.colour import ColourJiggle
+
     if method == "latest":
         return build_augments(codes, cut_size)
     if method == "nrupdated":
@@ -103,7 +108,7 @@ def method_augments(method: str, codes: Sequence[str], cut_size: int) -> nn.Modu
     if method == "updated":
         return nn.Sequential(
             K.RandomHorizontalFlip(p=0.5),
-            K.ColorJiggle(hue=0.01, saturation=0.01, p=0.7),
+            ColourJiggle(hue=0.01, saturation=0.01, p=0.7),
             K.RandomSharpness(0.3, p=0.4),
             K.RandomAffine(degrees=30, translate=0.1, p=0.8, padding_mode="border"),
             K.RandomPerspective(0.2, p=0.4),
@@ -112,7 +117,7 @@ def method_augments(method: str, codes: Sequence[str], cut_size: int) -> nn.Modu
         return nn.Sequential(
             K.RandomAffine(degrees=15, translate=0.1, p=0.7, padding_mode="border"),
             K.RandomPerspective(0.7, p=0.7),
-            K.ColorJiggle(hue=0.1, saturation=0.1, p=0.7),
+            ColourJiggle(hue=0.1, saturation=0.1, p=0.7),
             K.RandomErasing((0.1, 0.4), (0.3, 1 / 0.3), same_on_batch=True, p=0.7),
         )
     if method == "original":
