@@ -77,7 +77,8 @@ def winograd_helps(x: torch.Tensor, conv: torch.nn.Conv2d) -> bool:
 def winograd_conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """``F.conv2d(x, weight, bias, padding=1)`` for a 3x3 stride-1 kernel, computed by F(4x4, 3x3).
 
-    x: (N, C, H, W) float32, weight: (K, C, 3, 3), bias: (K,) or None -> (N, K, H, W), contiguous.
+    x: (N, C, H, W) float32, weight: (K, C, 3, 3), bias: (K,) or None -> (N, K, H, W), contiguous
+    in the input's layout (channels-last or NCHW).
     """
     n, c, h, w = x.shape
     k = weight.shape[0]
@@ -92,9 +93,15 @@ def winograd_conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     u = (to_filter @ weight.reshape(k * c, 9).t()).view(36, k, c)  # transformed filters
     m = torch.bmm(u, v)  # (36, K, tiles): the sum over input channels
     y = (to_output @ m.view(36, k * n * th * tw)).view(4, 4, k, n, th, tw)
-    out = y.permute(3, 2, 4, 0, 5, 1).reshape(n, k, 4 * th, 4 * tw)  # one copy
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        # Keep the caller's channels-last layout (the next convolutions are fastest in it).
+        out = y.permute(3, 4, 0, 5, 1, 2).reshape(n, 4 * th, 4 * tw, k).permute(0, 3, 1, 2)
+        layout = torch.channels_last
+    else:
+        out = y.permute(3, 2, 4, 0, 5, 1).reshape(n, k, 4 * th, 4 * tw)  # one copy
+        layout = torch.contiguous_format
     if 4 * th != h or 4 * tw != w:
-        out = out[:, :, :h, :w].contiguous()
+        out = out[:, :, :h, :w].contiguous(memory_format=layout)
     if bias is not None:
         out += bias.view(1, k, 1, 1)
     return out

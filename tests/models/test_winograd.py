@@ -30,6 +30,21 @@ def test_winograd_matches_the_direct_convolution(n, c, k, h, w, bias):
     assert (got.double() - exact).abs().max().item() < 1e-4
 
 
+@pytest.mark.parametrize("h, w", [(32, 32), (37, 30)])
+def test_winograd_keeps_a_channels_last_input_channels_last(h, w):
+    # The decoder's float32 pass runs channels-last; an NCHW result would send the next
+    # transposed convolution (the upsampling) down oneDNN's 2x slower NCHW path.
+    gen = torch.Generator().manual_seed(h)
+    x = torch.randn(1, 16, h, w, generator=gen).contiguous(memory_format=torch.channels_last)
+    weight, bias = torch.randn(8, 16, 3, 3, generator=gen) / 12, torch.randn(8, generator=gen)
+    with torch.no_grad():
+        got = winograd_conv3x3(x, weight, bias)
+        plain = winograd_conv3x3(x.contiguous(), weight, bias)
+    assert got.is_contiguous(memory_format=torch.channels_last) and not got.is_contiguous()
+    assert plain.is_contiguous()
+    assert torch.equal(got, plain)
+
+
 def test_winograd_helps_only_float32_no_grad_cpu_3x3_stride_1_from_32_pixels():
     conv = torch.nn.Conv2d(4, 4, 3, padding=1)
     x = torch.randn(1, 4, 32, 32)
