@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import math
 import statistics
@@ -85,18 +86,69 @@ def _reference_quantize(z: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor
     return replace_grad(x_q, x).movedim(3, 1)  # (1, C, h, w)
 
 
+def _taming_swish(x: torch.Tensor) -> torch.Tensor:
+    """taming's ``nonlinearity``: ``x * torch.sigmoid(x)`` (two ops, not the fused F.silu)."""
+    return x * torch.sigmoid(x)
+
+
+def _taming_resnet_block(block: Any, x: torch.Tensor) -> torch.Tensor:
+    """taming's ``ResnetBlock.forward`` (no timestep embedding), on MetaMusic's parameters."""
+    h = block.conv1(_taming_swish(block.norm1(x)))
+    h = block.conv2(block.dropout(_taming_swish(block.norm2(h))))
+    if block.in_channels != block.out_channels:
+        x = block.nin_shortcut(x)
+    return x + h
+
+
+def _taming_attention(block: Any, x: torch.Tensor) -> torch.Tensor:
+    """taming's ``AttnBlock.forward``: the (HW, HW) weights by bmm and softmax, not SDPA."""
+    h_ = block.norm(x)
+    q, k, v = block.q(h_), block.k(h_), block.v(h_)
+    b, c, h, w = q.shape
+    weights = torch.bmm(q.reshape(b, c, h * w).permute(0, 2, 1), k.reshape(b, c, h * w)) * int(c) ** -0.5
+    weights = F.softmax(weights, dim=2).permute(0, 2, 1)  # (B, HW, HW)
+    return x + block.proj_out(torch.bmm(v.reshape(b, c, h * w), weights).reshape(b, c, h, w))
+
+
+def _taming_decoder_tail(decoder: Any, h: torch.Tensor, levels: int) -> torch.Tensor:
+    """The up-levels after ``levels`` and taming's ``norm_out``, nonlinearity, ``conv_out``."""
+    for level in list(reversed(decoder.up))[levels:]:
+        h = level(h)
+    return decoder.conv_out(_taming_swish(decoder.norm_out(h)))
+
+
 @contextlib.contextmanager
-def taming_upsampling(vqgan: Any) -> Iterator[None]:
-    """Decode as taming-transformers does: each Upsample runs nearest x2 and then its 3x3 conv,
-    not MetaMusic's folded transposed conv (same values, 2.25x the multiply-adds there)."""
-    ups = [m for m in vqgan.modules() if isinstance(m, Upsample)]
-    for m in ups:
-        m.forward = m.forward_unfolded  # an instance attribute shadows the class's forward
+def taming_decoding(vqgan: Any) -> Iterator[None]:
+    """Decode with taming-transformers' own operations (taming/modules/diffusionmodules/model.py),
+    which the reference loop imports, on the same parameters:
+
+    - each Upsample runs nearest x2 and then its 3x3 conv, not MetaMusic's folded transposed
+      conv (same values, 2.25x the multiply-adds there);
+    - the swish is ``x * torch.sigmoid(x)``, not F.silu;
+    - AttnBlock computes its weights with bmm and softmax, not scaled_dot_product_attention.
+
+    Same values as MetaMusic's decoder up to float rounding; only the reference's cost differs.
+    """
+    patched = []
+    for m in vqgan.modules():
+        name = type(m).__name__
+        if isinstance(m, Upsample):
+            m.forward = m.forward_unfolded  # an instance attribute shadows the class's forward
+        elif name == "ResnetBlock":
+            m.forward = functools.partial(_taming_resnet_block, m)
+        elif name == "AttnBlock":
+            m.forward = functools.partial(_taming_attention, m)
+        elif name == "Decoder":
+            m.forward_high = functools.partial(_taming_decoder_tail, m)
+        else:
+            continue
+        patched.append(m)
     try:
         yield
     finally:
-        for m in ups:
-            del m.forward
+        for m in patched:
+            m.__dict__.pop("forward", None)
+            m.__dict__.pop("forward_high", None)
 
 
 def reference_step(
@@ -122,9 +174,9 @@ def reference_step(
     sequence-first, the layout of OpenAI's CLIP code that the reference imports.
     """
     optimiser.zero_grad(set_to_none=True)
-    # 1. synth (taming's upsampling: nearest x2, then the 3x3 conv)
+    # 1. synth (taming's decoder operations: taming_decoding)
     z_q = _reference_quantize(z, vqgan.codebook)  # (1, C, h, w)
-    with taming_upsampling(vqgan):
+    with taming_decoding(vqgan):
         out = clamp_with_grad(vqgan.decode(z_q).add(1).div(2), 0, 1)  # (1, 3, H, W)
     # 2. MakeCutouts ("latest"): pool the whole image once per cut-out
     size = perceptor.input_resolution

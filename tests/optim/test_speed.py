@@ -89,6 +89,28 @@ def test_fp32_step_equals_reference_loop_without_augments_and_noise(models, benc
     assert not torch.equal(stepper.latent, _z0(vqgan))  # the steps moved z
 
 
+def test_reference_decoding_runs_taming_operations(models, bench, monkeypatch):
+    # The reference step must pay for taming's own operations: its swish x * sigmoid(x), its
+    # bmm/softmax attention and nearest-x2-then-conv upsampling, not MetaMusic's fused ones.
+    vqgan, _ = models
+    z_q = vqgan.quantize_latent(_z0(vqgan))
+    with torch.no_grad():
+        ours = vqgan.decode(z_q)
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a fused operation ran in the reference decoder")
+
+    monkeypatch.setattr(F, "silu", forbidden)
+    monkeypatch.setattr(F, "scaled_dot_product_attention", forbidden)
+    monkeypatch.setattr(F, "conv_transpose2d", forbidden)
+    with torch.no_grad():
+        with bench.taming_decoding(vqgan):
+            taming = vqgan.decode(z_q)
+        with pytest.raises(AssertionError, match="fused operation"):
+            vqgan.decode(z_q)  # restored afterwards: MetaMusic's own decoder again
+    assert torch.allclose(taming, ours, atol=1e-5)
+
+
 def test_reference_loop_with_augments_and_noise_runs(models, bench):
     vqgan, perceptor = models
     run = bench.baseline_runner(vqgan, perceptor, 32, CUTN, torch.device("cpu"))
