@@ -282,6 +282,10 @@ class Upsample(nn.Module):
         self._folded = (self._key(w), folded.to(w.dtype).contiguous(memory_format=layout))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, C, 2H, 2W)
+        if x.device.type == "cpu" and x.dtype == torch.float32 and x.shape[-1] >= 32 and x.is_contiguous():
+            # oneDNN's float32 transposed conv is 1.4-2x faster channels-last from 32x32 up
+            # (256 channels, 64 -> 128: 34 vs 69 ms on 2 cores); below that NCHW is faster.
+            x = x.contiguous(memory_format=torch.channels_last)
         return F.conv_transpose2d(x, self._weight(), self.conv.bias, stride=2, padding=1)
 
     def forward_unfolded(self, x: torch.Tensor) -> torch.Tensor:

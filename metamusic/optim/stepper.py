@@ -279,7 +279,9 @@ def _decode_mixed(
     levels = FLOAT32_LEVELS
     fast = low_precision_twin(decoder, dtype, channels_last) if twins_help(z_q.device) else decoder
     with torch.no_grad(), winograd_convolutions(decoder):
-        exact = decoder.decode_low(z_q.float(), levels)  # (B, C', h', w') float32
+        # NCHW in: at 16x16 oneDNN's float32 convolutions are faster so (and need no
+        # channels-last copy of each weight); the upsamplings switch to channels-last.
+        exact = decoder.decode_low(z_q.float().contiguous(), levels)  # (B, C', h', w') float32
     if channels_last:
         exact = exact.contiguous(memory_format=torch.channels_last)
     with decoder_checkpointing(fast, low_memory), _autocast(z_q.device, dtype):
