@@ -449,6 +449,19 @@ def test_folded_upsample_equals_nearest_then_conv_with_gradients():
         torch.testing.assert_close(folded, unfolded, rtol=1e-12, atol=1e-12)
 
 
+def test_float32_upsample_from_32_pixels_runs_channels_last_with_the_same_values():
+    torch.manual_seed(0)
+    up = Upsample(8)
+    for side, channels_last in ((32, True), (16, False)):
+        x = torch.randn(1, 8, side, side)
+        with torch.no_grad():
+            out = up(x)
+            exact = up.double().forward_unfolded(x.double())
+            up.float()
+        assert out.is_contiguous(memory_format=torch.channels_last) == channels_last
+        torch.testing.assert_close(out.double(), exact, rtol=1e-5, atol=1e-5)
+
+
 def test_folded_upsample_weight_cache_follows_the_weights():
     torch.manual_seed(1)
     up = Upsample(4).requires_grad_(False)
