@@ -40,7 +40,14 @@ from metamusic.models.clip import (  # noqa: E402
     Perceptor,
     build_clip,
 )
-from metamusic.models.vqgan import VQGAN, Upsample, VQGANConfig  # noqa: E402
+from metamusic.models.vqgan import (  # noqa: E402
+    VQGAN,
+    AttnBlock,
+    Decoder,
+    ResnetBlock,
+    Upsample,
+    VQGANConfig,
+)
 from metamusic.ops import clamp_with_grad, replace_grad  # noqa: E402
 from metamusic.optim import StepConfig, Stepper, Target, random_latent, z_bounds  # noqa: E402
 from metamusic.optim.speed import sequence_first_attention  # noqa: E402
@@ -131,14 +138,13 @@ def taming_decoding(vqgan: Any) -> Iterator[None]:
     """
     patched = []
     for m in vqgan.modules():
-        name = type(m).__name__
         if isinstance(m, Upsample):
             m.forward = m.forward_unfolded  # an instance attribute shadows the class's forward
-        elif name == "ResnetBlock":
+        elif isinstance(m, ResnetBlock):
             m.forward = functools.partial(_taming_resnet_block, m)
-        elif name == "AttnBlock":
+        elif isinstance(m, AttnBlock):
             m.forward = functools.partial(_taming_attention, m)
-        elif name == "Decoder":
+        elif isinstance(m, Decoder):
             m.forward_high = functools.partial(_taming_decoder_tail, m)
         else:
             continue
