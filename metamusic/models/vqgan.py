@@ -9,7 +9,7 @@ the job of :mod:`metamusic.models.vqgan_loader`; nothing here touches the disk.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -301,15 +301,23 @@ class _Level(nn.Module):
         self.block = nn.ModuleList()
         self.attn = nn.ModuleList()
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
+    def blocks(self, h: torch.Tensor) -> torch.Tensor:
+        """The level's ResnetBlocks (each followed by its AttnBlock, if any), without resampling."""
         for i, block in enumerate(self.block):
             h = block(h)
             if len(self.attn) > 0:
                 h = self.attn[i](h)
+        return h
+
+    def resample(self, h: torch.Tensor) -> torch.Tensor:
+        """The level's downsample or upsample, or ``h`` itself when it has neither."""
         for name in ("downsample", "upsample"):
             if name in self._modules:
                 h = self._modules[name](h)
         return h
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.resample(self.blocks(h))
 
 
 class _Middle(nn.Module):
@@ -393,20 +401,28 @@ class Decoder(nn.Module):
         self.norm_out = _norm(width)
         self.conv_out = nn.Conv2d(width, c.out_ch, 3, padding=1)
 
-    def _level(self, level: nn.Module, h: torch.Tensor) -> torch.Tensor:
+    def _level(self, part: Callable[[torch.Tensor], torch.Tensor], h: torch.Tensor) -> torch.Tensor:
+        """``part(h)`` for a level (or a level's blocks), recomputed in the backward when checkpointing."""
         if self.use_checkpointing and torch.is_grad_enabled():
-            return checkpoint(level, h, use_reentrant=False)
-        return level(h)
+            return checkpoint(part, h, use_reentrant=False)
+        return part(h)
 
-    def forward_low(self, z: torch.Tensor, levels: int) -> torch.Tensor:
-        """``conv_in``, ``mid`` and the ``levels`` lowest-resolution up-levels. (B, z_channels, h, w) -> features"""
+    def forward_low(self, z: torch.Tensor, levels: int, upsample: bool = True) -> torch.Tensor:
+        """``conv_in``, ``mid`` and the ``levels`` lowest-resolution up-levels. (B, z_channels, h, w) -> features
+
+        ``upsample=False`` stops before the last of those levels' upsampling, which
+        :meth:`forward_high` with the same arguments then starts with.
+        """
         h = self.mid(self.conv_in(z))  # (B, ch*ch_mult[-1], h, w)
-        for level in list(reversed(self.up))[:levels]:
-            h = self._level(level, h)
+        low = list(reversed(self.up))[:levels]
+        for i, level in enumerate(low):
+            h = self._level(level if upsample or i < len(low) - 1 else level.blocks, h)
         return h
 
-    def forward_high(self, h: torch.Tensor, levels: int) -> torch.Tensor:
-        """The rest after :meth:`forward_low` with the same ``levels``: features -> (B, out_ch, H, W)"""
+    def forward_high(self, h: torch.Tensor, levels: int, upsample: bool = True) -> torch.Tensor:
+        """The rest after :meth:`forward_low` with the same arguments: features -> (B, out_ch, H, W)"""
+        if not upsample and levels > 0:
+            h = list(reversed(self.up))[levels - 1].resample(h)
         for level in list(reversed(self.up))[levels:]:
             h = self._level(level, h)
         return self.conv_out(F.silu(self.norm_out(h)))
@@ -511,13 +527,14 @@ class VQGAN(nn.Module):
         """Raw decoder output, about [-1, 1]: (B, embed_dim, h, w) -> (B, 3, h*f, w*f)."""
         return self.decoder(self.post_quant_conv(z_q))
 
-    def decode_low(self, z_q: torch.Tensor, levels: int) -> torch.Tensor:
-        """:meth:`decode` up to the end of the ``levels`` lowest-resolution up-levels (Decoder.forward_low)."""
-        return self.decoder.forward_low(self.post_quant_conv(z_q), levels)
+    def decode_low(self, z_q: torch.Tensor, levels: int, upsample: bool = True) -> torch.Tensor:
+        """:meth:`decode` up to the end of the ``levels`` lowest-resolution up-levels (Decoder.forward_low;
+        ``upsample=False``: before the last one's upsampling)."""
+        return self.decoder.forward_low(self.post_quant_conv(z_q), levels, upsample)
 
-    def decode_high(self, h: torch.Tensor, levels: int) -> torch.Tensor:
-        """The rest of :meth:`decode` after :meth:`decode_low` with the same ``levels``."""
-        return self.decoder.forward_high(h, levels)
+    def decode_high(self, h: torch.Tensor, levels: int, upsample: bool = True) -> torch.Tensor:
+        """The rest of :meth:`decode` after :meth:`decode_low` with the same arguments."""
+        return self.decoder.forward_high(h, levels, upsample)
 
     def decode_image(self, z_q: torch.Tensor) -> torch.Tensor:
         """Decoded image mapped to [0, 1] with a plain clamp: (B, 3, h*f, w*f)."""

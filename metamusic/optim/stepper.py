@@ -46,6 +46,7 @@ from metamusic.optim.init import clamp_latent, z_bounds
 from metamusic.optim.optimisers import build_optimiser, canonical_optimiser
 from metamusic.optim.prompts import Target, target_loss
 from metamusic.optim.speed import (
+    FLOAT32_LAST_UPSAMPLE,
     FLOAT32_LEVELS,
     channels_last_helps,
     compiled_call,
@@ -276,17 +277,17 @@ def _decode_mixed(
     ``dtype``, and ``low_memory`` checkpoints that pass's module. Without gradients the low
     levels run in float32 only.
     """
-    levels = FLOAT32_LEVELS
+    split = (FLOAT32_LEVELS, FLOAT32_LAST_UPSAMPLE)
     fast = low_precision_twin(decoder, dtype, channels_last) if twins_help(z_q.device) else decoder
     with torch.no_grad(), winograd_convolutions(decoder):
         # NCHW in: at 16x16 oneDNN's float32 convolutions are faster so (and need no
         # channels-last copy of each weight); the upsamplings switch to channels-last.
-        exact = decoder.decode_low(z_q.float().contiguous(), levels)  # (B, C', h', w') float32
+        exact = decoder.decode_low(z_q.float().contiguous(), *split)  # (B, C', h', w') float32
     if channels_last:
         exact = exact.contiguous(memory_format=torch.channels_last)
     with decoder_checkpointing(fast, low_memory), _autocast(z_q.device, dtype):
-        h = replace_grad(exact, fast.decode_low(z_q, levels)) if torch.is_grad_enabled() else exact
-        return fast.decode_high(h, levels)  # (B, 3, H, W)
+        h = replace_grad(exact, fast.decode_low(z_q, *split)) if torch.is_grad_enabled() else exact
+        return fast.decode_high(h, *split)  # (B, 3, H, W)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -492,7 +492,13 @@ def test_decode_low_then_high_is_decode_at_every_split(tiny_model):
     z = torch.randn(1, 8, 4, 4, generator=torch.Generator().manual_seed(10))
     whole = tiny_model.decode(z)
     for levels in range(len(tiny_model.decoder.up) + 1):
-        torch.testing.assert_close(tiny_model.decode_high(tiny_model.decode_low(z, levels), levels), whole)
+        for upsample in (True, False):
+            low = tiny_model.decode_low(z, levels, upsample)
+            torch.testing.assert_close(tiny_model.decode_high(low, levels, upsample), whole)
+            # Each low level but the full-resolution one doubles the size with its upsampling,
+            # which for the last low level runs in decode_high when upsample is False.
+            doubled = min(levels - (0 if upsample else 1), len(tiny_model.decoder.up) - 1)
+            assert low.shape[-1] == 4 * 2 ** max(0, doubled)
     assert tiny_model.decode_low(z, 0).shape[-1] == 4  # conv_in + mid only: still latent-sized
 
 
