@@ -142,11 +142,12 @@ def winograd_convolutions(module: nn.Module) -> Iterator[None]:
 # An fp32 forward with a bf16 backward through the whole decoder gives 0.997: the backward's own
 # rounding costs little.
 FLOAT32_LEVELS = 3
-# Whether the last float32 level's upsampling is part of the float32 pass. It is not: its output
-# is rounded to bf16 for the levels above anyway, so it runs once, in bf16 on the rounded float32
-# value, in the graph the gradient flows through. Seeds 7, 8, 9 as above: cosine 0.9923, 0.9911,
-# 0.9922 against 0.9917, 0.9918, 0.9925 with it in float32, and 33 ms less per step (the 64 -> 128
-# upsampling, 256 channels: 43 ms in float32 against 10 ms in bf16).
+# Whether the last float32 level's upsampling is part of the float32 pass. It is not: it runs
+# once, in bf16 on the float32 value, in the graph the gradient flows through (its output goes
+# on in float32, see Decoder.forward_high), instead of in float32 for the value and again in bf16
+# for the gradient. Seeds 7, 8, 9 as above: cosine 0.9923, 0.9911, 0.9922 against 0.9917, 0.9918,
+# 0.9925 with it in float32. The 64 -> 128 upsampling (256 channels) takes 43 ms in float32 and
+# 10 ms in bf16; whole steps, interleaved in one process (8 pairs, twice): 36 and 64 ms faster.
 FLOAT32_LAST_UPSAMPLE = False
 
 
