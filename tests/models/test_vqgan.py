@@ -502,6 +502,23 @@ def test_decode_low_then_high_is_decode_at_every_split(tiny_model):
     assert tiny_model.decode_low(z, 0).shape[-1] == 4  # conv_in + mid only: still latent-sized
 
 
+def test_split_before_an_upsampling_passes_the_value_on_in_its_own_dtype(tiny_model):
+    # Under bf16 autocast the moved upsampling computes in bf16; the level above must still see
+    # the float32 value's dtype (its first GroupNorm then normalises in float32).
+    z = torch.randn(1, 8, 4, 4, generator=torch.Generator().manual_seed(11))
+    low = tiny_model.decode_low(z, 1, upsample=False)
+    seen = []
+    block = list(reversed(tiny_model.decoder.up))[1].block[0]
+    handle = block.register_forward_pre_hook(lambda module, args: seen.append(args[0].dtype))
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            tiny_model.decode_high(low, 1, upsample=False)
+            tiny_model.decode_high(low.bfloat16(), 1, upsample=False)
+    finally:
+        handle.remove()
+    assert seen == [torch.float32, torch.bfloat16]
+
+
 def test_upsample_fold_from_rounds_the_float32_fold_once():
     gen = torch.Generator().manual_seed(12)
     source = Upsample(4)
