@@ -79,6 +79,19 @@ def _self_attention(attn: torch.nn.MultiheadAttention, x: Tensor) -> Tensor:
     return attn.out_proj(out)
 
 
+def _first_token_attention(attn: torch.nn.MultiheadAttention, x: Tensor) -> Tensor:
+    """:func:`_self_attention`'s output for the first token only: its query against every
+    token's key and value. (B, L, D) -> (B, 1, D)"""
+    b, n, d = x.shape
+    heads = attn.num_heads
+    w, bias = attn.in_proj_weight, attn.in_proj_bias
+    q = torch.nn.functional.linear(x[:, :1], w[:d], bias[:d])  # (B, 1, D)
+    kv = torch.nn.functional.linear(x, w[d:], bias[d:])  # (B, L, 2D)
+    k, v = kv.view(b, n, 2, heads, d // heads).permute(2, 0, 3, 1, 4).unbind(0)  # 2 x (B, H, L, d)
+    out = _attention(q.view(b, 1, heads, d // heads).transpose(1, 2), k, v)  # (B, H, 1, d)
+    return attn.out_proj(out.transpose(1, 2).reshape(b, 1, d))
+
+
 def _is_patchify_conv(conv: torch.nn.Module) -> bool:
     """Whether ``conv`` cuts the image into non-overlapping patches and projects each linearly.
 
@@ -131,8 +144,14 @@ def vit_image_features(visual: torch.nn.Module, x: Tensor) -> Tensor:
     (B, 3, R, R) normalised -> (B, D)
     """
     h = patch_embeds(visual, x)  # (B, L, W): patches + class token, positions, ln_pre
-    for block in visual.transformer.resblocks:
+    *blocks, last = visual.transformer.resblocks
+    for block in blocks:
         h = h + block.ls_1(_self_attention(block.attn, block.ln_1(h)))
         h = h + block.ls_2(block.mlp(block.ln_2(h)))
+    # Only the class token is pooled, and in the last block no other token's output reaches it:
+    # that block computes the class token's attention output and MLP alone (ViT-B/32, 8 images:
+    # 8 rows instead of 400 in its out_proj and MLP matmuls, forward and backward).
+    h = h[:, :1] + last.ls_1(_first_token_attention(last.attn, last.ln_1(h)))  # (B, 1, W)
+    h = h + last.ls_2(last.mlp(last.ln_2(h)))
     pooled, _ = visual._pool(h)  # (B, W): ln_post, class token
     return pooled @ visual.proj if visual.proj is not None else pooled  # (B, D)

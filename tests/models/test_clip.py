@@ -391,6 +391,21 @@ def test_fast_tower_equals_open_clip_forward_and_input_gradient_two_heads(two_he
     torch.testing.assert_close(results[1][1], results[0][1], rtol=1e-5, atol=1e-5)
 
 
+def test_fast_tower_runs_the_last_blocks_mlp_for_the_class_token_only(two_heads):
+    visual = two_heads.visual
+    blocks = visual.transformer.resblocks
+    assert len(blocks) >= 2
+    rows = []
+    hooks = [b.mlp.register_forward_pre_hook(lambda m, args: rows.append(args[0].shape[1])) for b in blocks]
+    try:
+        clip_tower.vit_image_features(visual, images(seed=24, n=2, size=TWO_HEADS.image_size))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    tokens = 1 + (TWO_HEADS.image_size // TWO_HEADS.vision_patch_size) ** 2
+    assert rows == [tokens] * (len(blocks) - 1) + [1]
+
+
 @pytest.mark.parametrize("which", ["tiny", "two_heads"])
 def test_patch_embeds_equals_open_clip_embeds_without_calling_it(which, perceptor, two_heads, monkeypatch):
     visual = perceptor.model.visual if which == "tiny" else two_heads.visual
