@@ -30,6 +30,8 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 
+from metamusic.optim.prepack import prepack_convolutions
+
 __all__ = [
     "channels_last_helps",
     "compiled_call",
@@ -185,14 +187,18 @@ def _convert(twin: nn.Module, dtype: torch.dtype, channels_last: bool) -> None:
                 t.data = t.data.contiguous(memory_format=torch.channels_last)
 
 
-def low_precision_twin(module: nn.Module, dtype: torch.dtype, channels_last: bool = False) -> nn.Module:
+def low_precision_twin(
+    module: nn.Module, dtype: torch.dtype, channels_last: bool = False, prepack: bool = False
+) -> nn.Module:
     """A copy of a frozen ``module`` with its weights in ``dtype`` (4-d ones channels-last if asked).
 
     Made once and reused while no parameter of ``module`` changes. Normalisation layers keep
     float32 parameters. Modules with a ``fold_from(original)`` method (the decoder's Upsample)
     derive their cached weights from the float32 original, so those are rounded only once.
+    ``prepack``: its convolutions reorder their bf16 weights for oneDNN once, where that is
+    faster (small inputs; ``optim.prepack``).
     """
-    signature = _signature(module, dtype, channels_last)
+    signature = (prepack, *_signature(module, dtype, channels_last))
     cached = _TWINS.get(module)
     if cached is not None and cached[0] == signature:
         return cached[1]
@@ -201,6 +207,8 @@ def low_precision_twin(module: nn.Module, dtype: torch.dtype, channels_last: boo
     for original, copied in zip(module.modules(), twin.modules()):
         if hasattr(copied, "fold_from"):
             copied.fold_from(original)
+    if prepack:
+        prepack_convolutions(twin)
     _TWINS[module] = (signature, twin)
     return twin
 

@@ -278,7 +278,7 @@ def _decode_mixed(
     levels run in float32 only.
     """
     split = (FLOAT32_LEVELS, FLOAT32_LAST_UPSAMPLE)
-    fast = low_precision_twin(decoder, dtype, channels_last) if twins_help(z_q.device) else decoder
+    fast = low_precision_twin(decoder, dtype, channels_last, prepack=True) if twins_help(z_q.device) else decoder
     with torch.no_grad(), winograd_convolutions(decoder):
         # NCHW in: at 16x16 oneDNN's float32 convolutions are faster so (and need no
         # channels-last copy of each weight); the upsamplings switch to channels-last.

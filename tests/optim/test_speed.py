@@ -141,7 +141,7 @@ def test_low_memory_checkpoints_the_bf16_copy_that_builds_the_graph(models):
 
     vqgan, _ = models
     _grad_after_step(models, precision="bf16")  # makes the decoder's bf16 copy
-    twin = low_precision_twin(vqgan, torch.bfloat16, channels_last=True)
+    twin = low_precision_twin(vqgan, torch.bfloat16, channels_last=True, prepack=True)  # the stepper's copy
     calls = []
     handle = twin.decoder.up[0].block[0].register_forward_hook(lambda *_: calls.append(1))
     try:
