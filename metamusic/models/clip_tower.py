@@ -9,6 +9,7 @@ product; :func:`fast_vit_supported` says when it applies. Used by
 from __future__ import annotations
 
 import torch
+from open_clip.transformer import QuickGELU
 from torch import Tensor
 
 __all__ = ["fast_vit_supported", "patch_embeds", "vit_image_features"]
@@ -92,6 +93,35 @@ def _first_token_attention(attn: torch.nn.MultiheadAttention, x: Tensor) -> Tens
     return attn.out_proj(out.transpose(1, 2).reshape(b, 1, d))
 
 
+class _QuickGELU(torch.autograd.Function):
+    """open_clip's QuickGELU ``x * sigmoid(1.702 x)`` with a hand-written backward.
+
+    Same forward operations; the backward ``g * s + 1.702 * x * g * s * (1 - s)`` (s the saved
+    sigmoid) is three operations instead of autograd's six over the (B, L, 4W) hidden layer:
+    ViT-B/32, 8 images, bf16 tower forward + backward 201 -> 190 ms (median of 15, interleaved).
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        s = torch.sigmoid(1.702 * x)
+        ctx.save_for_backward(x, s)
+        return x * s
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        x, s = ctx.saved_tensors
+        return torch.addcmul(grad * s, x, torch.ops.aten.sigmoid_backward(grad, s), value=1.702)
+
+
+def _mlp(mlp: torch.nn.Module, x: Tensor) -> Tensor:
+    """``mlp(x)``, through :class:`_QuickGELU` when it is open_clip's (c_fc, QuickGELU, c_proj)
+    and ``x`` needs a gradient. (B, L, W) -> (B, L, W)"""
+    gelu = getattr(mlp, "gelu", None)
+    if type(gelu) is not QuickGELU or not (torch.is_grad_enabled() and x.requires_grad) or len(mlp) != 3:
+        return mlp(x)
+    return mlp.c_proj(_QuickGELU.apply(mlp.c_fc(x)))
+
+
 def _is_patchify_conv(conv: torch.nn.Module) -> bool:
     """Whether ``conv`` cuts the image into non-overlapping patches and projects each linearly.
 
@@ -147,11 +177,11 @@ def vit_image_features(visual: torch.nn.Module, x: Tensor) -> Tensor:
     *blocks, last = visual.transformer.resblocks
     for block in blocks:
         h = h + block.ls_1(_self_attention(block.attn, block.ln_1(h)))
-        h = h + block.ls_2(block.mlp(block.ln_2(h)))
+        h = h + block.ls_2(_mlp(block.mlp, block.ln_2(h)))
     # Only the class token is pooled, and in the last block no other token's output reaches it:
     # that block computes the class token's attention output and MLP alone (ViT-B/32, 8 images:
     # 8 rows instead of 400 in its out_proj and MLP matmuls, forward and backward).
     h = h[:, :1] + last.ls_1(_first_token_attention(last.attn, last.ln_1(h)))  # (B, 1, W)
-    h = h + last.ls_2(last.mlp(last.ln_2(h)))
+    h = h + last.ls_2(_mlp(last.mlp, last.ln_2(h)))
     pooled, _ = visual._pool(h)  # (B, W): ln_post, class token
     return pooled @ visual.proj if visual.proj is not None else pooled  # (B, D)

@@ -391,6 +391,31 @@ def test_fast_tower_equals_open_clip_forward_and_input_gradient_two_heads(two_he
     torch.testing.assert_close(results[1][1], results[0][1], rtol=1e-5, atol=1e-5)
 
 
+def test_quick_gelu_backward_is_autograds_of_open_clips_quick_gelu():
+    from open_clip.transformer import QuickGELU
+
+    x = torch.randn(3, 5, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(25)) * 3
+    assert torch.autograd.gradcheck(clip_tower._QuickGELU.apply, (x.clone().requires_grad_(True),))
+    grads = []
+    for fn in (QuickGELU(), clip_tower._QuickGELU.apply):
+        xx = x.clone().requires_grad_(True)
+        out = fn(xx)
+        out.backward(torch.cos(x))
+        grads.append((out.detach(), xx.grad))
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-12, atol=1e-12)
+
+
+def test_fast_tower_runs_quick_gelu_through_its_own_backward(two_heads, monkeypatch):
+    calls = []
+    real = clip_tower._QuickGELU.apply
+    monkeypatch.setattr(clip_tower._QuickGELU, "apply", lambda x: calls.append(x.shape) or real(x))
+    x = images(seed=26, n=2, size=TWO_HEADS.image_size)
+    clip_tower.vit_image_features(two_heads.visual, x)  # no gradient: open_clip's module
+    assert calls == []
+    clip_tower.vit_image_features(two_heads.visual, x.requires_grad_(True))
+    assert len(calls) == len(two_heads.visual.transformer.resblocks)
+
+
 def test_fast_tower_runs_the_last_blocks_mlp_for_the_class_token_only(two_heads):
     visual = two_heads.visual
     blocks = visual.transformer.resblocks
