@@ -47,32 +47,35 @@ class _ChannelsLastGroupNorm(torch.autograd.Function):
     def backward(ctx, dy):
         x, weight, mean, rstd = ctx.saved_tensors
         n, c, h, w = x.shape
-        mean, rstd = mean.float(), rstd.float()  # (N, G)
+        groups = ctx.groups
+        per = c // groups  # channels per group
         xs = _tokens(x)  # (N, L, C)
         dys = _tokens(dy.contiguous(memory_format=torch.channels_last))  # (N, L, C)
-        sum_dy = torch.bmm(xs.new_ones(n, 1, h * w), dys).view(n, c).float()  # (N, C)
+        sum_dy = torch.bmm(xs.new_ones(n, 1, h * w), dys).view(n, groups, per).float()  # (N, G, C/G)
         # Per-channel sums of dy * x: the diagonal of dy^T x, one matrix product (no temporary
         # the size of x; a (C, C) product costs about as much as the elementwise pass here).
-        sum_dy_x = torch.bmm(dys.transpose(1, 2), xs).diagonal(dim1=1, dim2=2).float()  # (N, C)
+        sum_dy_x = torch.bmm(dys.transpose(1, 2), xs).diagonal(dim1=1, dim2=2).view(n, groups, per).float()
         # d(x_hat) = dy * weight; dx = rstd * (dx_hat - mean(dx_hat) - x_hat * mean(dx_hat * x_hat))
         # over each group, which is a * dy + b * x + d with per-channel a and per-group b, d.
-        count = h * w * (c // ctx.groups)
-        wf = weight.float()[None] if weight is not None else torch.ones_like(sum_dy)  # (1|N, C)
-        centred = sum_dy_x - _per_channel(mean, c) * sum_dy  # (N, C): sum of dy * (x - mean)
-        m1 = _per_group(sum_dy * wf, ctx.groups) / count  # (N, G)
-        m2 = _per_group(centred * wf, ctx.groups) * rstd / count  # (N, G)
-        a = _per_channel(rstd, c) * wf  # (N, C)
-        b = _per_channel(-rstd * rstd * m2, c)  # (N, C)
-        d = _per_channel(rstd * rstd * m2 * mean - rstd * m1, c)  # (N, C)
+        # Group quantities are (N, G, 1) and broadcast over the group's channels (no copies).
+        mean, rstd = mean.float().view(n, groups, 1), rstd.float().view(n, groups, 1)
+        wf = weight.float().view(1, groups, per) if weight is not None else sum_dy.new_ones(1, groups, per)
+        count = h * w * per
+        centred = sum_dy_x - mean * sum_dy  # (N, G, C/G): sum of dy * (x - mean)
+        m1 = (sum_dy * wf).sum(-1, keepdim=True) / count  # (N, G, 1)
+        m2 = (centred * wf).sum(-1, keepdim=True) * rstd / count  # (N, G, 1)
+        b = -rstd * rstd * m2
+        d = -b * mean - rstd * m1
+        # a, b, d per channel, converted to x's dtype together: (3, N, 1, C)
+        coeffs = torch.stack([(rstd * wf).expand(n, groups, per), b.expand(n, groups, per), d.expand(n, groups, per)])
+        a, b, d = coeffs.view(3, n, 1, c).to(x.dtype).unbind(0)
         dx = dw = db = None
         if ctx.needs_input_grad[0]:
-            dt = x.dtype
-            dx = torch.addcmul(d[:, None].to(dt), dys, a[:, None].to(dt))
-            dx = dx.addcmul_(xs, b[:, None].to(dt)).view(n, h, w, c).permute(0, 3, 1, 2)
+            dx = torch.addcmul(d, dys, a).addcmul_(xs, b).view(n, h, w, c).permute(0, 3, 1, 2)
         if weight is not None and ctx.needs_input_grad[1]:
-            dw = (centred * _per_channel(rstd, c)).sum(0).to(weight.dtype)
+            dw = (centred * rstd).sum(0).view(c).to(weight.dtype)
         if ctx.needs_input_grad[2]:
-            db = sum_dy.sum(0).to(weight.dtype if weight is not None else x.dtype)
+            db = sum_dy.sum(0).view(c).to(weight.dtype if weight is not None else x.dtype)
         return dx, dw, db, None, None
 
 
@@ -88,12 +91,20 @@ def _is_channels_last(x: torch.Tensor) -> bool:
     return x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
 
 
+# Fewest pixels per image for which the backward above beats torch's: its two matrix products
+# and Python bookkeeping cost ~0.5 ms a call. bf16 forward + backward on 2 cores: 512 channels
+# at 16x16 0.79 ms ours vs 0.19 ms torch's; 256 at 32x32 1.05 vs 0.89; 256 at 64x64 2.58 vs 3.29.
+CUSTOM_BACKWARD_MIN_PIXELS = 64 * 64
+
+
 class GroupNorm(nn.GroupNorm):
     """nn.GroupNorm (same parameters and state-dict keys) with the fast channels-last backward
-    on CPU when a gradient is needed; everything else is torch's own."""
+    on CPU when a gradient is needed on images of at least ``CUSTOM_BACKWARD_MIN_PIXELS``;
+    everything else is torch's own."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.device.type == "cpu" and torch.is_grad_enabled() and _is_channels_last(x) and (
+        big = x.dim() == 4 and x.shape[-2] * x.shape[-1] >= CUSTOM_BACKWARD_MIN_PIXELS
+        if big and x.device.type == "cpu" and torch.is_grad_enabled() and _is_channels_last(x) and (
             x.requires_grad or (self.weight is not None and self.weight.requires_grad)
         ):
             return group_norm_channels_last(x, self.num_groups, self.weight, self.bias, self.eps)

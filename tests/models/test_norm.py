@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
+from metamusic.models import norm
 from metamusic.models.norm import GroupNorm
+
+
+@pytest.fixture
+def custom_backward_at_any_size(monkeypatch):
+    """Small test images take the custom backward too (in use it starts at 64x64)."""
+    monkeypatch.setattr(norm, "CUSTOM_BACKWARD_MIN_PIXELS", 1)
 
 
 def _pair(groups: int, channels: int, seed: int = 0) -> tuple[GroupNorm, torch.nn.GroupNorm]:
@@ -30,7 +37,7 @@ def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 @pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-6), (torch.bfloat16, 1e-2)])
-def test_channels_last_values_and_all_gradients_equal_torch_in_float64(dtype, tol):
+def test_channels_last_values_and_all_gradients_equal_torch_in_float64(dtype, tol, custom_backward_at_any_size):
     ours, ref = _pair(4, 16)
     ours = ours.to(dtype) if dtype != torch.float32 else ours
     x = _input((2, 16, 5, 7), dtype, channels_last=True).requires_grad_(True)
@@ -47,7 +54,7 @@ def test_channels_last_values_and_all_gradients_equal_torch_in_float64(dtype, to
     assert x.grad.is_contiguous(memory_format=torch.channels_last) and x.grad.dtype == dtype
 
 
-def test_float32_gradient_matches_torch_within_float_rounding_for_frozen_weights():
+def test_float32_gradient_matches_torch_within_float_rounding_for_frozen_weights(custom_backward_at_any_size):
     ours, _ = _pair(2, 8, seed=3)
     ours.requires_grad_(False)
     torch_norm = torch.nn.GroupNorm(2, 8, eps=1e-6)
@@ -67,3 +74,12 @@ def test_plain_layout_and_no_grad_use_torch_itself():
     assert y.grad_fn is None
     frozen = GroupNorm(4, 16).requires_grad_(False)
     assert frozen(_input((1, 16, 4, 4), torch.float32, channels_last=True)).grad_fn is None
+
+
+def test_custom_backward_only_from_its_minimum_image_size():
+    ours, _ = _pair(4, 16)
+    side = int(norm.CUSTOM_BACKWARD_MIN_PIXELS**0.5)
+    small = _input((1, 16, side - 1, side), torch.bfloat16, channels_last=True).requires_grad_(True)
+    assert ours.to(torch.bfloat16)(small).grad_fn.name() == "NativeGroupNormBackward0"
+    large = _input((1, 16, side, side), torch.bfloat16, channels_last=True).requires_grad_(True)
+    assert ours(large).grad_fn.name() == "_ChannelsLastGroupNormBackward"
