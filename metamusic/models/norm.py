@@ -21,17 +21,6 @@ def _tokens(x: torch.Tensor) -> torch.Tensor:
     return x.permute(0, 2, 3, 1).reshape(n, h * w, c)
 
 
-def _per_group(t: torch.Tensor, groups: int) -> torch.Tensor:
-    """Sum of per-channel values over each group's channels: (N, C) -> (N, G)."""
-    n, c = t.shape
-    return t.view(n, groups, c // groups).sum(-1)
-
-
-def _per_channel(t: torch.Tensor, channels: int) -> torch.Tensor:
-    """Each group's value repeated for its channels: (N, G) -> (N, C)."""
-    return t.repeat_interleave(channels // t.shape[1], dim=1)
-
-
 class _ChannelsLastGroupNorm(torch.autograd.Function):
     """torch.native_group_norm forward; backward from per-channel sums of dy and dy * x."""
 

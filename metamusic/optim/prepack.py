@@ -49,27 +49,31 @@ def _geometry(conv: nn.Conv2d) -> tuple[list[int], list[int], list[int]]:
     return list(conv.padding), list(conv.stride), list(conv.dilation)  # type: ignore[arg-type]
 
 
+def _convolve(x: torch.Tensor, packed: Any, conv: PrepackedConv2d) -> torch.Tensor:
+    """``conv(x)`` with the forward reordered weight ``packed``."""
+    padding, stride, dilation = _geometry(conv)
+    return torch.ops.mkldnn._convolution_pointwise(
+        x, packed, conv.bias, padding, stride, dilation, conv.groups, "none", [], ""
+    )
+
+
 class _PrepackedConvFunction(torch.autograd.Function):
     """conv2d with reordered weights; the backward gives the input's gradient only (frozen weight)."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, bias: torch.Tensor | None, packs: tuple[Any, Any],
-                conv: PrepackedConv2d) -> torch.Tensor:
+    def forward(ctx: Any, x: torch.Tensor, packs: tuple[Any, Any], conv: PrepackedConv2d) -> torch.Tensor:
         ctx.packs, ctx.conv = packs, conv
-        padding, stride, dilation = _geometry(conv)
-        return torch.ops.mkldnn._convolution_pointwise(
-            x, packs[0], bias, padding, stride, dilation, conv.groups, "none", [], ""
-        )
+        return _convolve(x, packs[0], conv)
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         conv = ctx.conv
         padding, stride, dilation = _geometry(conv)
         grad = grad.contiguous(memory_format=torch.channels_last)
         grad_x = torch.ops.mkldnn._convolution_transpose_pointwise(
             grad, ctx.packs[1], None, padding, [0, 0], stride, dilation, conv.groups, "none", [], ""
         )
-        return grad_x, None, None, None
+        return grad_x, None, None
 
 
 class PrepackedConv2d(nn.Conv2d):
@@ -106,7 +110,10 @@ class PrepackedConv2d(nn.Conv2d):
             padding, stride, dilation = _geometry(self)
             ops = torch.ops.mkldnn
             forward = ops._reorder_convolution_weight(w.detach(), padding, stride, dilation, self.groups, list(x.shape))
-            out_shape = [x.shape[0], w.shape[0], *x.shape[2:]]  # stride 1, same padding: same size
+            # Stride 1: each side shrinks by the kernel's dilated reach beyond the padding.
+            out_shape = [x.shape[0], w.shape[0]] + [
+                size + 2 * pad - dil * (k - 1) for size, pad, dil, k in zip(x.shape[2:], padding, dilation, w.shape[2:])
+            ]
             transposed = ops._reorder_convolution_transpose_weight(
                 w.detach(), padding, [0, 0], stride, dilation, self.groups, out_shape
             )
@@ -119,11 +126,8 @@ class PrepackedConv2d(nn.Conv2d):
         x = x.contiguous(memory_format=torch.channels_last)
         packs = self._packed(x)
         if torch.is_grad_enabled() and x.requires_grad:
-            return _PrepackedConvFunction.apply(x, self.bias, packs, self)
-        padding, stride, dilation = _geometry(self)
-        return torch.ops.mkldnn._convolution_pointwise(
-            x, packs[0], self.bias, padding, stride, dilation, self.groups, "none", [], ""
-        )
+            return _PrepackedConvFunction.apply(x, packs, self)
+        return _convolve(x, packs[0], self)
 
 
 def prepack_convolutions(module: nn.Module) -> int:

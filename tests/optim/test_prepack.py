@@ -64,6 +64,21 @@ def test_prepacked_conv_equals_conv2d_values_and_input_gradient(k, batch):
     assert err(results[1][0]) < 1e-2 and err(results[1][0]) <= 1.5 * err(results[0][0]) + 1e-6
 
 
+def test_prepacked_conv_without_same_padding_gives_conv2ds_input_gradient():
+    torch.manual_seed(15)
+    plain = nn.Conv2d(8, 8, 3, padding=0).to(torch.bfloat16, memory_format=CL).requires_grad_(False)
+    packed = copy.deepcopy(plain)
+    prepack_convolutions(packed)
+    x = _input((1, 8, 10, 10), seed=16)
+    grads = []
+    for conv in (plain, packed):
+        xx = x.clone().requires_grad_(True)
+        conv(xx).float().square().sum().backward()
+        grads.append(xx.grad.float())
+    assert packed._packs is not None
+    torch.testing.assert_close(grads[1], grads[0], rtol=2e-2, atol=2e-2)
+
+
 def test_prepacked_conv_without_gradient_uses_the_packs_too():
     plain, packed = _pair(8, 8, 3, seed=5)
     x = _input((1, 8, 16, 16), seed=6)
